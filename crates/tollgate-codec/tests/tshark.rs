@@ -1,0 +1,273 @@
+//! Wireshark agrees with our encoder: encoded CER, CEA, CCR-I/U/T/E and CCA messages are
+//! written to a pcap (one TCP stream to port 3868) and dissected by `tshark`; no frame may be
+//! malformed and no Diameter expert error may appear, and the AVP names we meant must show.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+
+use std::process::Command;
+use tollgate_codec::codes::*;
+use tollgate_codec::{Address, ApplicationId, Avp, CommandCode, Message, Time};
+
+/// A pcap (libpcap format, Ethernet link type) carrying `payloads` as consecutive segments of
+/// one TCP connection 127.0.0.1:40000 → 127.0.0.1:3868.
+pub fn pcap(payloads: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&0i32.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&65535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
+    let mut seq: u32 = 1;
+    for (i, p) in payloads.iter().enumerate() {
+        let mut frame = Vec::new();
+        frame.extend_from_slice(&[0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 1, 0x08, 0x00]);
+        let total = 20 + 20 + p.len();
+        let mut ip = vec![
+            0x45,
+            0,
+            (total >> 8) as u8,
+            total as u8,
+            0,
+            0,
+            0x40,
+            0,
+            64,
+            6,
+            0,
+            0,
+            127,
+            0,
+            0,
+            1,
+            127,
+            0,
+            0,
+            1,
+        ];
+        let sum = checksum(&ip);
+        ip[10] = (sum >> 8) as u8;
+        ip[11] = sum as u8;
+        frame.extend_from_slice(&ip);
+        let mut tcp = Vec::new();
+        tcp.extend_from_slice(&40000u16.to_be_bytes());
+        tcp.extend_from_slice(&3868u16.to_be_bytes());
+        tcp.extend_from_slice(&seq.to_be_bytes());
+        tcp.extend_from_slice(&1u32.to_be_bytes());
+        tcp.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // ACK|PSH, no checksum
+        frame.extend_from_slice(&tcp);
+        frame.extend_from_slice(p);
+        seq = seq.wrapping_add(p.len() as u32);
+        out.extend_from_slice(&(1_700_000_000u32 + i as u32).to_le_bytes());
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        out.extend_from_slice(&frame);
+    }
+    out
+}
+
+fn checksum(h: &[u8]) -> u16 {
+    let mut s: u32 = h
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while s > 0xffff {
+        s = (s & 0xffff) + (s >> 16);
+    }
+    !(s as u16)
+}
+
+fn ccr(kind: i32, number: u32) -> Message {
+    let mut m = Message::request(
+        CommandCode::CREDIT_CONTROL,
+        ApplicationId::CREDIT_CONTROL,
+        true,
+    )
+    .with(Avp::from_str(SESSION_ID, "im.example.org;1;42"))
+    .with(Avp::from_str(ORIGIN_HOST, "im.example.org"))
+    .with(Avp::from_str(ORIGIN_REALM, "example.org"))
+    .with(Avp::from_str(DESTINATION_REALM, "ocs.example.org"))
+    .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+    .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
+    .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
+    .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
+    .with(Avp::from_time(
+        EVENT_TIMESTAMP,
+        Time::from_unix(1_795_000_000),
+    ))
+    .with(Avp::grouped(
+        SUBSCRIPTION_ID,
+        &[
+            Avp::from_enum(SUBSCRIPTION_ID_TYPE, 2),
+            Avp::from_str(SUBSCRIPTION_ID_DATA, "sip:alice@example.org"),
+        ],
+    ));
+    if kind == 4 {
+        m.push(Avp::from_enum(REQUESTED_ACTION, 0));
+    }
+    m.push(Avp::from_enum(MULTIPLE_SERVICES_INDICATOR, 1));
+    let mut mscc = vec![Avp::from_u32(RATING_GROUP, 10)];
+    if kind != 3 {
+        mscc.push(Avp::grouped(
+            REQUESTED_SERVICE_UNIT,
+            &[Avp::from_u32(CC_TIME, 60)],
+        ));
+    }
+    if kind == 2 || kind == 3 {
+        mscc.push(Avp::grouped(
+            USED_SERVICE_UNIT,
+            &[Avp::from_u32(CC_TIME, 42)],
+        ));
+        mscc.push(Avp::from_enum(
+            REPORTING_REASON,
+            if kind == 3 { 2 } else { 0 },
+        ));
+    }
+    m.push(Avp::grouped(MULTIPLE_SERVICES_CREDIT_CONTROL, &mscc));
+    m.push(Avp::grouped(
+        SERVICE_INFORMATION,
+        &[
+            Avp::grouped(
+                IMS_INFORMATION,
+                &[
+                    Avp::grouped(EVENT_TYPE, &[Avp::from_str(SIP_METHOD, "INVITE")]),
+                    Avp::from_enum(ROLE_OF_NODE, 0),
+                    Avp::from_enum(NODE_FUNCTIONALITY, 6),
+                ],
+            ),
+            Avp::grouped(
+                SERVICE_GENERIC_INFORMATION,
+                &[Avp::from_enum(APPLICATION_SERVICE_TYPE, 103)],
+            ),
+            Avp::grouped(
+                IM_INFORMATION,
+                &[Avp::from_u32(TOTAL_NUMBER_OF_MESSAGES_SENT, 3)],
+            ),
+        ],
+    ));
+    m
+}
+
+fn messages() -> Vec<Message> {
+    let cer = Message::request(
+        CommandCode::CAPABILITIES_EXCHANGE,
+        ApplicationId::COMMON,
+        false,
+    )
+    .with(Avp::from_str(ORIGIN_HOST, "im.example.org"))
+    .with(Avp::from_str(ORIGIN_REALM, "example.org"))
+    .with(Avp::from_address(
+        HOST_IP_ADDRESS,
+        &Address::V4([127, 0, 0, 1].into()),
+    ))
+    .with(Avp::from_u32(VENDOR_ID, 0))
+    .with(Avp::from_str(PRODUCT_NAME, "Tollgate"))
+    .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+    .with(Avp::from_u32(SUPPORTED_VENDOR_ID, 10415));
+    let mut cea = Message::answer_to(&cer)
+        .with(Avp::from_u32(RESULT_CODE, 2001))
+        .with(Avp::from_str(ORIGIN_HOST, "tollgate.localdomain"))
+        .with(Avp::from_str(ORIGIN_REALM, "localdomain"))
+        .with(Avp::from_address(
+            HOST_IP_ADDRESS,
+            &Address::V6("::1".parse().unwrap()),
+        ))
+        .with(Avp::from_u32(VENDOR_ID, 0))
+        .with(Avp::from_str(PRODUCT_NAME, "Tollgate"))
+        .with(Avp::from_u32(FIRMWARE_REVISION, 1));
+    cea.push(Avp::from_u32(AUTH_APPLICATION_ID, 4));
+    let ccr_i = ccr(1, 0);
+    let cca = Message::answer_to(&ccr_i)
+        .with(Avp::from_u32(RESULT_CODE, 2001))
+        .with(Avp::from_str(ORIGIN_HOST, "tollgate.localdomain"))
+        .with(Avp::from_str(ORIGIN_REALM, "localdomain"))
+        .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+        .with(Avp::from_enum(CC_REQUEST_TYPE, 1))
+        .with(Avp::from_u32(CC_REQUEST_NUMBER, 0))
+        .with(Avp::grouped(
+            MULTIPLE_SERVICES_CREDIT_CONTROL,
+            &[
+                Avp::grouped(GRANTED_SERVICE_UNIT, &[Avp::from_u32(CC_TIME, 60)]),
+                Avp::from_u32(RATING_GROUP, 10),
+                Avp::from_u32(VALIDITY_TIME, 300),
+                Avp::from_u32(RESULT_CODE, 2001),
+                Avp::grouped(
+                    FINAL_UNIT_INDICATION,
+                    &[Avp::from_enum(FINAL_UNIT_ACTION, 0)],
+                ),
+            ],
+        ))
+        .with(Avp::grouped(
+            COST_INFORMATION,
+            &[
+                Avp::grouped(
+                    UNIT_VALUE,
+                    &[
+                        Avp::from_i64(VALUE_DIGITS, 150),
+                        Avp::from_i32(EXPONENT, -2),
+                    ],
+                ),
+                Avp::from_u32(CURRENCY_CODE, 978),
+            ],
+        ));
+    vec![cer, cea, ccr_i, cca, ccr(2, 1), ccr(3, 2), ccr(4, 0)]
+}
+
+#[test]
+fn tshark_decodes_our_messages_cleanly() {
+    if Command::new("tshark").arg("--version").output().is_err() {
+        eprintln!("skipped: tshark is not installed (scripts/test installs it with apt-get)");
+        return;
+    }
+    let msgs = messages();
+    let payloads: Vec<Vec<u8>> = msgs.iter().map(|m| m.to_bytes().to_vec()).collect();
+    let path = std::env::temp_dir().join(format!("tollgate-tshark-{}.pcap", std::process::id()));
+    std::fs::write(&path, pcap(&payloads)).unwrap();
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(&path)
+        .args(["-V", "-d", "tcp.port==3868,diameter", "-Y", "diameter"])
+        .output()
+        .unwrap();
+    std::fs::remove_file(&path).ok();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "tshark failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        text.matches("Diameter Protocol").count(),
+        msgs.len(),
+        "every message is dissected as Diameter:\n{text}"
+    );
+    assert!(!text.contains("Malformed"), "malformed frame:\n{text}");
+    for line in text.lines().filter(|l| l.contains("Expert Info")) {
+        assert!(
+            !line.contains("Error") && !line.contains("Warning"),
+            "expert info: {line}\n{text}"
+        );
+    }
+    for name in [
+        "Capabilities-Exchange",
+        "Credit-Control",
+        "Session-Id",
+        "Subscription-Id-Data",
+        "Multiple-Services-Credit-Control",
+        "Requested-Service-Unit",
+        "Used-Service-Unit",
+        "Granted-Service-Unit",
+        "Service-Information",
+        "IMS-Information",
+        "Role-Of-Node",
+        "Service-Generic-Information",
+        "IM-Information",
+        "Cost-Information",
+        "Final-Unit-Indication",
+        "Requested-Action",
+    ] {
+        assert!(text.contains(name), "tshark does not show {name}:\n{text}");
+    }
+}
