@@ -1,13 +1,21 @@
 //! `tollgate`: the Diameter Ro online-charging gateway and OCS, daemon and CLI.
 //!
-//! Layout: `main.rs` parses the command line (clap derive) and dispatches; each subcommand
-//! lives in its own module. Errors reach `main` as `anyhow::Error` and are printed as one
-//! line that says what to fix; the process then exits non-zero.
+//! Layout: `main.rs` parses the command line (clap derive) and dispatches; `serve` wires the
+//! daemon (`config` reads the TOML file, `admin` serves /metrics, /health and /ready, `demo`
+//! seeds the quick-start subscriber); `decode` prints Diameter messages; the provisioning
+//! commands (`migrate`, `account`, `tariff`, `ledger`) come from the ledger crate. Errors reach
+//! `main` as `anyhow::Error` and are printed as one line that says what to fix.
 
+mod admin;
+mod config;
 mod decode;
+mod demo;
+mod serve;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use tollgate_ledger::cli;
+use tollgate_ocs::SystemClock;
 
 #[derive(Parser)]
 #[command(
@@ -16,20 +24,62 @@ use std::process::ExitCode;
     about = "Diameter Ro online-charging gateway and OCS"
 )]
 struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "human")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Run the Diameter credit-control server.
+    Serve(serve::ServeArgs),
+    /// Check a configuration file; exit 1 with the offending line.
+    CheckConfig { file: std::path::PathBuf },
     /// Print a Diameter message (hex or raw bytes) as a tree of named AVPs.
     Decode(decode::DecodeArgs),
+    /// Apply the ledger migrations.
+    Migrate(cli::MigrateCmd),
+    /// Provision subscribers and balances.
+    Account(cli::AccountCmd),
+    /// Set and list prices.
+    Tariff(cli::TariffCmd),
+    /// Check the ledger: recompute balances from entries.
+    Ledger(cli::LedgerCmd),
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_tracing(cli.log_format);
     let result = match cli.command {
         Command::Decode(args) => decode::run(&args),
+        Command::CheckConfig { file } => config::Config::load(&file).map(|_| {
+            println!("{}: ok", file.display());
+            ExitCode::SUCCESS
+        }),
+        other => match tokio::runtime::Runtime::new() {
+            Ok(rt) => rt.block_on(run_async(other)),
+            Err(e) => Err(anyhow::anyhow!("cannot start the async runtime: {e}")),
+        },
     };
     match result {
         Ok(code) => code,
@@ -38,4 +88,18 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout();
+    let clock = SystemClock;
+    let r = match command {
+        Command::Serve(args) => return serve::run(args).await,
+        Command::Migrate(c) => cli::run_migrate(&c, &mut out).await,
+        Command::Account(c) => cli::run_account(&c, &clock, &mut out).await,
+        Command::Tariff(c) => cli::run_tariff(&c, &clock, &mut out).await,
+        Command::Ledger(c) => cli::run_ledger(&c, &mut out).await,
+        Command::Decode(_) | Command::CheckConfig { .. } => unreachable!("handled synchronously"),
+    };
+    r.map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::from)
 }

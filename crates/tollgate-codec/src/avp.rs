@@ -195,51 +195,25 @@ impl Avp {
     /// Reads one AVP from `buf` at `*pos` (the caller's whole message or group payload),
     /// checking that its header and declared length fit (§4.1). Advances `*pos` past padding.
     pub fn read(buf: &Bytes, pos: &mut usize) -> Result<Avp, ProtocolError> {
-        let rest = &buf[*pos..];
-        if rest.len() < 8 {
-            // Not even an AVP header: report what we can see as the offending AVP.
-            let mut avp = Avp {
-                code: 0,
-                flags: AvpFlags(0),
-                vendor_id: 0,
-                data: Bytes::new(),
-            };
-            if rest.len() >= 4 {
-                avp.code = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-            }
-            return Err(ProtocolError::InvalidAvpLength { avp });
-        }
-        let code = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
-        let flags = AvpFlags(rest[4]);
-        let len = u32::from_be_bytes([0, rest[5], rest[6], rest[7]]) as usize;
-        let hlen = header_len(flags);
-        let vendor_id = if flags.is_vendor() && rest.len() >= 12 {
-            u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]])
-        } else {
-            0
-        };
-        if len < hlen || len > rest.len() {
-            // §7.5: Failed-AVP for a bad length carries the AVP header and a zeroed minimum
-            // payload; the caller knows the type and may replace the payload.
-            return Err(ProtocolError::InvalidAvpLength {
-                avp: Avp {
-                    code,
-                    flags,
-                    vendor_id,
-                    data: Bytes::new(),
-                },
-            });
-        }
-        let data = buf.slice(*pos + hlen..*pos + len);
-        // The last AVP of a message or group may legally be followed by its padding only if
-        // the enclosing length counted it; tolerate a missing final pad only at the very end.
-        *pos = (*pos + padded(len)).min(buf.len());
+        let start = *pos;
+        let r = AvpRef::read(buf, pos)?;
+        let hlen = header_len(r.flags);
         Ok(Avp {
-            code,
-            flags,
-            vendor_id,
-            data,
+            code: r.code,
+            flags: r.flags,
+            vendor_id: r.vendor_id,
+            data: buf.slice(start + hlen..start + hlen + r.data.len()),
         })
+    }
+
+    /// A borrowed view of this AVP.
+    pub fn as_ref(&self) -> AvpRef<'_> {
+        AvpRef {
+            code: self.code,
+            flags: self.flags,
+            vendor_id: self.vendor_id,
+            data: &self.data,
+        }
     }
 
     fn fixed<const N: usize>(&self) -> Result<[u8; N], ProtocolError> {
@@ -251,12 +225,7 @@ impl Avp {
 
     /// The 5014 error for this AVP, with a zeroed payload of the expected size (§7.5).
     pub fn length_error(&self, expected: usize) -> ProtocolError {
-        ProtocolError::InvalidAvpLength {
-            avp: Avp {
-                data: Bytes::from(vec![0u8; expected]),
-                ..self.clone()
-            },
-        }
+        self.as_ref().length_error(expected)
     }
 
     pub fn u32(&self) -> Result<u32, ProtocolError> {
@@ -303,7 +272,7 @@ impl Avp {
         let mut out = Vec::with_capacity(4);
         let mut pos = 0;
         while pos < self.data.len() {
-            out.push(Avp::read(&self.data, &mut pos).map_err(|e| e.within(self))?);
+            out.push(Avp::read(&self.data, &mut pos).map_err(|e| e.within(&self.as_ref()))?);
         }
         Ok(out)
     }
@@ -312,7 +281,7 @@ impl Avp {
     pub fn member(&self, code: AvpCode) -> Result<Option<Avp>, ProtocolError> {
         let mut pos = 0;
         while pos < self.data.len() {
-            let a = Avp::read(&self.data, &mut pos).map_err(|e| e.within(self))?;
+            let a = Avp::read(&self.data, &mut pos).map_err(|e| e.within(&self.as_ref()))?;
             if a.is(code) {
                 return Ok(Some(a));
             }
@@ -359,6 +328,180 @@ impl Avp {
             m.encode(&mut b);
         }
         Avp::new(code, b.freeze())
+    }
+}
+
+/// A borrowed AVP: the same fields as [`Avp`] with the payload as a slice, so walking a
+/// grouped tree (validation, lookups) costs no allocation and no reference counting. Errors
+/// copy the offending AVP out, since answers outlive the frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AvpRef<'a> {
+    pub code: u32,
+    pub flags: AvpFlags,
+    pub vendor_id: u32,
+    pub data: &'a [u8],
+}
+
+impl<'a> AvpRef<'a> {
+    /// Reads one AVP header and payload at `*pos`, checking lengths (§4.1), and advances
+    /// past the padding (a missing final pad at the very end is tolerated).
+    pub fn read(buf: &'a [u8], pos: &mut usize) -> Result<AvpRef<'a>, BadLength> {
+        let rest = buf.get(*pos..).unwrap_or_default();
+        if rest.len() < 8 {
+            // Not even an AVP header: report what we can see as the offending AVP.
+            let code = match rest {
+                [a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]),
+                _ => 0,
+            };
+            return Err(BadLength {
+                code,
+                flags: AvpFlags(0),
+                vendor_id: 0,
+            });
+        }
+        let code = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]);
+        // One aligned 32-bit read for flags and the 24-bit length: assembling the length
+        // from three bytes and a zero made the compiler stall on store forwarding.
+        let word = u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]);
+        let flags = AvpFlags((word >> 24) as u8);
+        let len = (word & 0x00ff_ffff) as usize;
+        let hlen = header_len(flags);
+        let vendor_id = if flags.is_vendor() && rest.len() >= 12 {
+            u32::from_be_bytes([rest[8], rest[9], rest[10], rest[11]])
+        } else {
+            0
+        };
+        if len < hlen || len > rest.len() {
+            return Err(BadLength {
+                code,
+                flags,
+                vendor_id,
+            });
+        }
+        let data = &rest[hlen..len];
+        *pos = (*pos + padded(len)).min(buf.len());
+        Ok(AvpRef {
+            code,
+            flags,
+            vendor_id,
+            data,
+        })
+    }
+
+    pub fn vendor(&self) -> u32 {
+        if self.flags.is_vendor() {
+            self.vendor_id
+        } else {
+            0
+        }
+    }
+
+    pub fn is(&self, code: AvpCode) -> bool {
+        self.code == code.code && self.vendor() == code.vendor
+    }
+
+    /// A copy that owns its payload.
+    pub fn to_owned(&self) -> Avp {
+        Avp {
+            code: self.code,
+            flags: self.flags,
+            vendor_id: self.vendor_id,
+            data: Bytes::copy_from_slice(self.data),
+        }
+    }
+
+    /// The 5014 error for this AVP, with a zeroed payload of the expected size (§7.5).
+    pub fn length_error(&self, expected: usize) -> ProtocolError {
+        ProtocolError::InvalidAvpLength {
+            avp: Avp {
+                code: self.code,
+                flags: self.flags,
+                vendor_id: self.vendor_id,
+                data: Bytes::from(vec![0u8; expected]),
+            },
+        }
+    }
+
+    pub fn u32(&self) -> Result<u32, ProtocolError> {
+        <[u8; 4]>::try_from(self.data)
+            .map(u32::from_be_bytes)
+            .map_err(|_| self.length_error(4))
+    }
+
+    pub fn i32(&self) -> Result<i32, ProtocolError> {
+        self.u32().map(|v| v as i32)
+    }
+
+    pub fn utf8(&self) -> Result<&'a str, ProtocolError> {
+        std::str::from_utf8(self.data).map_err(|_| ProtocolError::InvalidAvpValue {
+            avp: self.to_owned(),
+            reason: "not valid UTF-8",
+        })
+    }
+
+    /// Checks an Address payload (§4.3.1): family, and 4 or 16 octets for IPv4/IPv6.
+    pub fn check_address(&self) -> Result<(), ProtocolError> {
+        match self.data {
+            [0, 1, rest @ ..] if rest.len() == 4 => Ok(()),
+            [0, 2, rest @ ..] if rest.len() == 16 => Ok(()),
+            [0, 1, ..] | [0, 2, ..] => Err(self.length_error(6)),
+            [_, _, ..] => Ok(()),
+            _ => Err(self.length_error(6)),
+        }
+    }
+
+    /// The members of a Grouped AVP, one level deep.
+    pub fn members(&self) -> Members<'a> {
+        Members {
+            buf: self.data,
+            pos: 0,
+        }
+    }
+}
+
+/// An AVP whose length does not fit (§4.1). Kept small so the hot decoding loop moves
+/// `Result<AvpRef, BadLength>` in registers; it becomes a [`ProtocolError`] at the edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadLength {
+    pub code: u32,
+    pub flags: AvpFlags,
+    pub vendor_id: u32,
+}
+
+impl From<BadLength> for ProtocolError {
+    /// §7.5: Failed-AVP for a bad length carries the AVP header and a zeroed minimum
+    /// payload; the validator, which knows the type, sizes the payload.
+    fn from(b: BadLength) -> Self {
+        ProtocolError::InvalidAvpLength {
+            avp: Avp {
+                code: b.code,
+                flags: b.flags,
+                vendor_id: b.vendor_id,
+                data: Bytes::new(),
+            },
+        }
+    }
+}
+
+/// Iterator over the members of a Grouped AVP payload.
+pub struct Members<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Iterator for Members<'a> {
+    type Item = Result<AvpRef<'a>, BadLength>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.pos >= self.buf.len() {
+            return None;
+        }
+        let r = AvpRef::read(self.buf, &mut self.pos);
+        if r.is_err() {
+            // Stop after an error: the rest of the payload cannot be trusted.
+            self.pos = self.buf.len();
+        }
+        Some(r)
     }
 }
 

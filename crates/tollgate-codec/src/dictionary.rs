@@ -23,7 +23,7 @@
 //! A rule's `required` gives a minimum of 1 (else 0) unless `min` is set; `max` absent means
 //! unbounded; `<rule avp="AVP"/>` is the grammar's `*[AVP]`.
 
-use crate::avp::{Avp, AvpCode, AvpFlags};
+use crate::avp::{Avp, AvpCode, AvpFlags, AvpRef, BadLength};
 use crate::error::ProtocolError;
 use crate::header::{ApplicationId, CommandCode};
 use crate::message::{Limits, Message};
@@ -385,13 +385,19 @@ impl Dictionary {
             Some(&cmd.answer)
         };
         let mut count = 0;
-        self.check_group(grammar, &msg.avps, 0, &mut count, limits)
+        self.check_group(
+            grammar,
+            msg.avps.iter().map(|a| Ok(a.as_ref())),
+            0,
+            &mut count,
+            limits,
+        )
     }
 
-    fn check_group(
+    fn check_group<'a>(
         &self,
         grammar: Option<&Grammar>,
-        avps: &[Avp],
+        avps: impl Iterator<Item = Result<AvpRef<'a>, BadLength>>,
         depth: usize,
         count: &mut usize,
         limits: &Limits,
@@ -406,7 +412,8 @@ impl Dictionary {
             }
             _ => &mut seen,
         };
-        for (position, avp) in avps.iter().enumerate() {
+        for (position, avp) in avps.enumerate() {
+            let avp = avp?;
             *count += 1;
             if *count > limits.max_avps {
                 return Err(ProtocolError::TooManyAvps {
@@ -414,37 +421,49 @@ impl Dictionary {
                 });
             }
             if avp.flags.0 & AvpFlags::RESERVED != 0 {
-                return Err(ProtocolError::InvalidAvpBits { avp: avp.clone() });
+                return Err(ProtocolError::InvalidAvpBits {
+                    avp: avp.to_owned(),
+                });
             }
-            let Some(def) = self.avp_of(avp) else {
+            let Some(def) = self.avp(avp.code, avp.vendor()) else {
                 // §4.1: an unrecognized AVP with M set is refused; without M it is ignored.
                 if avp.flags.is_mandatory() {
-                    return Err(ProtocolError::AvpUnsupported { avp: avp.clone() });
+                    return Err(ProtocolError::AvpUnsupported {
+                        avp: avp.to_owned(),
+                    });
                 }
                 continue;
             };
             if avp.flags.is_mandatory() && def.m_rule == FlagRule::MustNot {
                 return Err(ProtocolError::InvalidAvpBitCombo {
-                    avp: avp.clone(),
+                    avp: avp.to_owned(),
                     name: def.name.clone(),
                     reason: "M bit set on an AVP whose M bit must not be set",
                 });
             }
-            self.check_value(def, avp, depth, count, limits)?;
+            self.check_value(def, &avp, depth, count, limits)?;
             let Some(g) = grammar else { continue };
             match g.rule_index(avp.code, avp.vendor()) {
                 Some(ri) => {
                     let rule = &g.rules[ri];
                     counts[ri] += 1;
                     if rule.fixed && position != ri {
-                        return Err(ProtocolError::AvpNotAllowed { avp: avp.clone() });
+                        return Err(ProtocolError::AvpNotAllowed {
+                            avp: avp.to_owned(),
+                        });
                     }
                     if rule.max.is_some_and(|max| counts[ri] > max) {
-                        return Err(ProtocolError::AvpOccursTooManyTimes { avp: avp.clone() });
+                        return Err(ProtocolError::AvpOccursTooManyTimes {
+                            avp: avp.to_owned(),
+                        });
                     }
                 }
                 None if g.any_other => {}
-                None => return Err(ProtocolError::AvpNotAllowed { avp: avp.clone() }),
+                None => {
+                    return Err(ProtocolError::AvpNotAllowed {
+                        avp: avp.to_owned(),
+                    })
+                }
             }
         }
         if let Some(g) = grammar {
@@ -460,7 +479,7 @@ impl Dictionary {
     fn check_value(
         &self,
         def: &AvpDef,
-        avp: &Avp,
+        avp: &AvpRef<'_>,
         depth: usize,
         count: &mut usize,
         limits: &Limits,
@@ -473,17 +492,15 @@ impl Dictionary {
         }
         match t {
             AvpType::Enumerated if !def.items.is_empty() => {
-                let v = avp.enumerated()?;
+                let v = avp.i32()?;
                 if def.item_name(v).is_none() {
                     return Err(ProtocolError::InvalidAvpValue {
-                        avp: avp.clone(),
+                        avp: avp.to_owned(),
                         reason: "unknown enumerated value",
                     });
                 }
             }
-            AvpType::Address => {
-                avp.address()?;
-            }
+            AvpType::Address => avp.check_address()?,
             t if t.is_text() => {
                 avp.utf8()?;
             }
@@ -495,9 +512,14 @@ impl Dictionary {
                         limit: limits.max_depth,
                     });
                 }
-                let members = avp.members()?;
-                self.check_group(def.grammar.as_ref(), &members, depth + 1, count, limits)
-                    .map_err(|e| e.within(avp))?;
+                self.check_group(
+                    def.grammar.as_ref(),
+                    avp.members(),
+                    depth + 1,
+                    count,
+                    limits,
+                )
+                .map_err(|e| e.within(avp))?;
             }
             _ => {}
         }

@@ -2,7 +2,7 @@
 //! Result-Code (RFC 6733 §7.1) and the Failed-AVP content (§7.5) of the answer it deserves, so
 //! the peer layer never has to choose.
 
-use crate::avp::{Avp, AvpCode};
+use crate::avp::{Avp, AvpCode, AvpRef};
 use crate::codes;
 use crate::header::{ApplicationId, CommandCode, Header, ResultCode};
 
@@ -117,7 +117,7 @@ impl ProtocolError {
     /// Places the offending AVP inside a copy of its enclosing Grouped AVP, so Failed-AVP shows
     /// the path to a bad member (§7.5: "the Failed-AVP MAY contain the grouped AVP, which in turn
     /// contains the single offending AVP").
-    pub fn within(mut self, parent: &Avp) -> Self {
+    pub fn within(mut self, parent: &AvpRef<'_>) -> Self {
         use ProtocolError::*;
         if let InvalidAvpBits { avp }
         | InvalidAvpBitCombo { avp, .. }

@@ -23,7 +23,7 @@ pub mod header;
 pub mod message;
 pub mod types;
 
-pub use avp::{Avp, AvpCode, AvpFlags};
+pub use avp::{Avp, AvpCode, AvpFlags, AvpRef};
 pub use dictionary::{AvpType, Dictionary, DictionaryError};
 pub use error::{DecodeError, ProtocolError};
 pub use frame::check_frame;

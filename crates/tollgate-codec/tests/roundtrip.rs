@@ -60,8 +60,10 @@ proptest! {
         }
     }
 
+    // RFC 2030 §3 (adopted by RFC 6733 §4.3.1): the two eras cover 1968-01-20T03:14:08Z
+    // (Unix −61 505 152, NTP 0x80000000) to 2104.
     #[test]
-    fn times_between_1968_and_2104(unix in -63_000_000i64..4_200_000_000i64) {
+    fn times_between_1968_and_2104(unix in -61_505_152i64..4_200_000_000i64) {
         let t = Time::from_unix(unix);
         prop_assert_eq!(one(Avp::from_time(CODE, t)).time().unwrap().unix(), unix);
     }

@@ -1,0 +1,61 @@
+//! The charging-relevant content of a CCR, as the JSON payload of a charging data record:
+//! Subscription-Ids, the Service-Information tree (IMS-Information, Service-Generic-
+//! Information, IM-Information, …) and User-Equipment-Info, with dictionary names.
+
+use crate::ccr::Ccr;
+use serde_json::{json, Map, Value};
+use tollgate_codec::codes::*;
+use tollgate_codec::describe::{describe_avp, Described};
+use tollgate_codec::{Dictionary, Limits, Message};
+
+fn to_json(d: &Described) -> Value {
+    if d.members.is_empty() {
+        // Enumerations read "NAME (n)"; keep them as text so auditors see both.
+        return Value::String(d.value.clone());
+    }
+    let mut obj = Map::new();
+    for m in &d.members {
+        let name = m
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("{}:{}", m.vendor, m.code));
+        let v = to_json(m);
+        match obj.get_mut(&name) {
+            Some(Value::Array(list)) => list.push(v),
+            Some(existing) => {
+                let first = existing.take();
+                *existing = Value::Array(vec![first, v]);
+            }
+            None => {
+                obj.insert(name, v);
+            }
+        }
+    }
+    Value::Object(obj)
+}
+
+/// The record's `service_data` payload.
+pub fn charging_data(m: &Message, ccr: &Ccr) -> Value {
+    let dict = Dictionary::builtin();
+    let limits = Limits::default();
+    let mut out = json!({
+        "session_id": ccr.session_id,
+        "origin_host": ccr.origin_host,
+        "service_context_id": ccr.service_context_id,
+        "cc_request_number": ccr.request_number,
+        "subscription_ids": ccr.subscription_ids.iter()
+            .map(|s| format!("{}:{}", s.kind.prefix(), s.data)).collect::<Vec<_>>(),
+    });
+    if let Some(tc) = ccr.termination_cause {
+        out["termination_cause"] = json!(tc);
+    }
+    for (key, code) in [
+        ("service_information", SERVICE_INFORMATION),
+        ("user_equipment_info", USER_EQUIPMENT_INFO),
+    ] {
+        if let Some(a) = m.find(code) {
+            out[key] = to_json(&describe_avp(dict, a, 0, &limits));
+        }
+    }
+    out
+}

@@ -1,0 +1,398 @@
+//! The operator subcommands of DESIGN §6 (`migrate`, `account`, `tariff`, `ledger verify`) as
+//! clap-derive structs plus async `run` functions. The root binary mounts these and owns
+//! `main`; each `run` returns a result it turns into the exit code (`ledger verify` returns
+//! `AdminError::Inconsistent` on any mismatch → exit 1).
+
+use crate::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
+use crate::store::{Database, PoolConfig};
+use crate::AdminError;
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::Path;
+use tollgate_ocs::*;
+
+/// The embedded store in the data directory: `sqlite://DATA_DIR/ledger.sqlite3`.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("ledger.sqlite3").display())
+}
+
+/// Default data directory (DESIGN §6).
+pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
+
+#[derive(Debug, Clone, Args)]
+pub struct DatabaseArgs {
+    /// postgres://… or sqlite://…; default: the embedded store in the data directory.
+    #[arg(long, env = "TOLLGATE_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Data directory holding the embedded store.
+    #[arg(long, default_value = DEFAULT_DATA_DIR, global = true)]
+    pub data_dir: std::path::PathBuf,
+}
+
+impl DatabaseArgs {
+    pub fn url(&self) -> Result<String, AdminError> {
+        match &self.database_url {
+            Some(u) => Ok(u.clone()),
+            None => {
+                std::fs::create_dir_all(&self.data_dir).map_err(|e| {
+                    AdminError::Input(format!(
+                        "cannot create data dir {}: {e}",
+                        self.data_dir.display()
+                    ))
+                })?;
+                Ok(default_database_url(&self.data_dir))
+            }
+        }
+    }
+    /// Connect and apply migrations (every command works on a fresh store).
+    pub async fn open(&self) -> Result<Database, AdminError> {
+        let db = Database::connect(
+            &self.url()?,
+            &PoolConfig {
+                max_connections: 2,
+                ..PoolConfig::default()
+            },
+        )
+        .await?;
+        db.migrate().await?;
+        Ok(db)
+    }
+}
+
+/// `tollgate migrate`
+#[derive(Debug, Clone, Args)]
+pub struct MigrateCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+}
+
+pub async fn run_migrate(cmd: &MigrateCmd, out: &mut dyn Write) -> Result<(), AdminError> {
+    let db = Database::connect(&cmd.db.url()?, &PoolConfig::default()).await?;
+    db.migrate().await?;
+    let _ = writeln!(out, "migrations applied");
+    Ok(())
+}
+
+/// `tollgate account create|show|list|topup`
+#[derive(Debug, Clone, Args)]
+pub struct AccountCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: AccountAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum AccountAction {
+    /// Create an account with its subscriptions, opening balance and allowances.
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Opening balance, a decimal in the currency ("10.00").
+        #[arg(long, default_value = "0")]
+        balance: String,
+        /// How far below zero the balance may go ("0.00").
+        #[arg(long, default_value = "0")]
+        credit_limit: String,
+        /// e164:N, imsi:N, sip:USER@HOST, nai:USER@REALM, private:ID (repeatable).
+        #[arg(long = "subscription", required = true)]
+        subscriptions: Vec<String>,
+        /// Free units used before money: UNIT:COUNT:YYYY-MM-DD (repeatable).
+        #[arg(long = "allowance")]
+        allowances: Vec<String>,
+    },
+    /// Add money (a topup entry).
+    Topup {
+        #[arg(long)]
+        id: String,
+        #[arg(long, allow_hyphen_values = true)]
+        amount: String,
+    },
+    /// Balance, reserved, available and allowances.
+    Show {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// All accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_balance(b: &Balance, json: bool, out: &mut dyn Write) {
+    if json {
+        let v = serde_json::json!({
+            "id": b.account_id,
+            "currency": b.currency,
+            "balance": b.posted.to_decimal(b.scale),
+            "reserved": b.reserved.to_decimal(b.scale),
+            "available": b.available.to_decimal(b.scale),
+            "credit_limit": b.credit_limit.to_decimal(b.scale),
+            "balance_minor": b.posted.0,
+            "reserved_minor": b.reserved.0,
+            "available_minor": b.available.0,
+            "allowances": b.allowances.iter().map(|a| serde_json::json!({
+                "unit": a.unit.as_str(), "remaining": a.remaining, "reserved": a.reserved, "valid_until_ms": a.valid_until.0
+            })).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(out, "{v}");
+    } else {
+        let _ = writeln!(
+            out,
+            "account {} {}: balance {} reserved {} available {} (credit limit {})",
+            b.account_id,
+            b.currency,
+            b.posted.to_decimal(b.scale),
+            b.reserved.to_decimal(b.scale),
+            b.available.to_decimal(b.scale),
+            b.credit_limit.to_decimal(b.scale)
+        );
+        for a in &b.allowances {
+            let _ = writeln!(
+                out,
+                "  allowance {} {}: {} left, {} reserved, valid until {} ms",
+                a.id, a.unit, a.remaining, a.reserved, a.valid_until.0
+            );
+        }
+    }
+}
+
+pub async fn run_account(
+    cmd: &AccountCmd,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    // Validate input before touching the database so a typo never half-creates anything.
+    match &cmd.action {
+        AccountAction::Create {
+            id,
+            currency,
+            balance,
+            credit_limit,
+            subscriptions,
+            allowances,
+        } => {
+            let currency = Currency::parse(currency)?;
+            let balance = currency.parse_amount(balance)?;
+            let credit_limit = currency.parse_amount(credit_limit)?;
+            let subscriptions = subscriptions
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<SubscriptionId>, _>>()?;
+            let allowances = allowances
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<Vec<AllowanceSpec>, _>>()?;
+            let db = cmd.db.open().await?;
+            let a = NewAccount {
+                id: id.clone(),
+                currency,
+                balance,
+                credit_limit,
+                subscriptions,
+                allowances,
+            };
+            admin::create_account(&db, &a, clock.now()).await?;
+            let b = admin::show(&db, id, clock.now()).await?;
+            print_balance(&b, false, out);
+        }
+        AccountAction::Topup { id, amount } => {
+            let db = cmd.db.open().await?;
+            let b = admin::topup(&db, id, amount, clock.now()).await?;
+            print_balance(&b, false, out);
+        }
+        AccountAction::Show { id, json } => {
+            let db = cmd.db.open().await?;
+            let b = admin::show(&db, id, clock.now()).await?;
+            print_balance(&b, *json, out);
+        }
+        AccountAction::List { json } => {
+            let db = cmd.db.open().await?;
+            let list = admin::list(&db).await?;
+            if *json {
+                let _ = writeln!(out, "{}", serde_json::to_string(&list).unwrap_or_default());
+            } else {
+                for a in list {
+                    let _ = writeln!(
+                        out,
+                        "{} {} {} balance {} reserved {} {}",
+                        a.id,
+                        a.currency,
+                        a.status,
+                        a.balance,
+                        a.reserved,
+                        a.subscriptions.join(",")
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `tollgate tariff set|list`
+#[derive(Debug, Clone, Args)]
+pub struct TariffCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: TariffAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum TariffAction {
+    /// Create or replace the price of one unit type for a service key.
+    Set {
+        #[arg(long)]
+        service_context: String,
+        #[arg(long, conflicts_with = "service_id")]
+        rating_group: Option<u32>,
+        #[arg(long)]
+        service_id: Option<u32>,
+        /// seconds | octets | units | money
+        #[arg(long)]
+        unit: String,
+        /// Price per unit, a decimal in the currency ("0.01"); finer than a cent is allowed.
+        #[arg(long)]
+        price: String,
+        #[arg(long, default_value = "EUR")]
+        currency: String,
+        /// Units granted when a request names none.
+        #[arg(long)]
+        quantum: Option<u64>,
+        /// Smaller grants are refused with 4012.
+        #[arg(long)]
+        min_grant: Option<u64>,
+    },
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run_tariff(
+    cmd: &TariffCmd,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    match &cmd.action {
+        TariffAction::Set {
+            service_context,
+            rating_group,
+            service_id,
+            unit,
+            price,
+            currency,
+            quantum,
+            min_grant,
+        } => {
+            let unit: UnitType = unit
+                .parse()
+                .map_err(|e: tollgate_ocs::units::UnknownUnit| AdminError::Input(e.to_string()))?;
+            let currency = Currency::parse(currency)?;
+            Price::parse(price, currency.scale)?;
+            if service_context.is_empty() {
+                return Err(AdminError::Input(
+                    "bad --service-context: must not be empty".into(),
+                ));
+            }
+            let db = cmd.db.open().await?;
+            let spec = TariffSpec {
+                service: ServiceKey {
+                    service_context: service_context.clone(),
+                    rating_group: *rating_group,
+                    service_id: *service_id,
+                },
+                unit,
+                currency,
+                price: price.clone(),
+                quantum: *quantum,
+                min_grant: *min_grant,
+            };
+            let t = admin::set_tariff(&db, &spec, clock.now()).await?;
+            print_tariff(&t, out);
+        }
+        TariffAction::List { json } => {
+            let db = cmd.db.open().await?;
+            let list = admin::list_tariffs(&db).await?;
+            if *json {
+                let _ = writeln!(out, "{}", serde_json::to_string(&list).unwrap_or_default());
+            } else {
+                for t in &list {
+                    print_tariff(t, out);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_tariff(t: &Tariff, out: &mut dyn Write) {
+    let scale = Currency::parse(&t.currency).map(|c| c.scale).unwrap_or(2);
+    let key = match (t.service.rating_group, t.service.service_id) {
+        (Some(rg), _) => format!("{} rating-group {rg}", t.service.service_context),
+        (_, Some(sid)) => format!("{} service-id {sid}", t.service.service_context),
+        _ => t.service.service_context.clone(),
+    };
+    let _ = writeln!(
+        out,
+        "{key} {}: {} {} per unit, quantum {}, min grant {}",
+        t.unit,
+        t.price.to_decimal(scale),
+        t.currency,
+        t.quantum,
+        t.min_grant
+    );
+}
+
+/// `tollgate ledger verify`
+#[derive(Debug, Clone, Args)]
+pub struct LedgerCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: LedgerAction,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum LedgerAction {
+    /// Recompute balances from entries and check every reservation; exit 1 on any mismatch.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run_ledger(cmd: &LedgerCmd, out: &mut dyn Write) -> Result<(), AdminError> {
+    match &cmd.action {
+        LedgerAction::Verify { json } => {
+            let db = cmd.db.open().await?;
+            let rep = admin::verify(&db).await?;
+            if *json {
+                let _ = writeln!(out, "{}", serde_json::to_string(&rep).unwrap_or_default());
+            } else {
+                for p in &rep.problems {
+                    let _ = writeln!(out, "INCONSISTENT {p}");
+                }
+                let _ = writeln!(
+                    out,
+                    "ledger verify: {} accounts, {} entries, {} reservations, {} problems",
+                    rep.accounts,
+                    rep.entries,
+                    rep.reservations,
+                    rep.problems.len()
+                );
+            }
+            if rep.is_consistent() {
+                Ok(())
+            } else {
+                Err(AdminError::Inconsistent(rep.problems.len()))
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! `SqlLedger`: the [`Ledger`] trait on a database, with group commit (DESIGN §4).
+//!
+//! Mutations go through a bounded queue to one batch worker. The worker takes the first queued
+//! op, keeps collecting until `max_batch` ops or `max_wait_us` have passed, then applies the
+//! whole batch in ONE transaction, in arrival order (so per-account order is kept), commits
+//! once, and only then answers every caller: durable before answered. On PostgreSQL the batch
+//! first locks every account it will touch in id order, so batches of two nodes on one
+//! database never deadlock and never trust a cached balance.
+//!
+//! Failure policy: a refusal is an outcome, not a failure, and never aborts a batch. If the
+//! batch transaction fails, it is retried (deadlock / serialization failure, up to
+//! `max_retries`); a batch that still fails is split and each op is run alone, so only the op
+//! that breaks the transaction answers `LedgerError::Store` (which the server maps to 3004).
+//! Nothing of a failed transaction stays, and every op is idempotent on its key, so a client
+//! retry after a Store error is safe.
+
+use crate::ops::{AccountRow, Exec, Op, OpOutcome, OpResult, ACCOUNT_COLS};
+use crate::store::{Database, Dialect, PoolConfig};
+use crate::StoreError;
+use async_trait::async_trait;
+use sqlx::{Executor, Row};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tollgate_ocs::*;
+
+/// Group-commit limits (DESIGN §2.9: every limit is a named field with a default).
+#[derive(Debug, Clone)]
+pub struct BatchConfig {
+    /// Most ops in one transaction.
+    pub max_batch: usize,
+    /// Longest a first op waits for company, in microseconds.
+    pub max_wait_us: u64,
+    /// Queued ops beyond this are refused with `LedgerError::Unavailable` (back-pressure).
+    pub queue_capacity: usize,
+    /// Retries of a whole batch on deadlock / serialization failure.
+    pub max_retries: u32,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            max_batch: 256,
+            max_wait_us: 1000,
+            queue_capacity: 8192,
+            max_retries: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LedgerConfig {
+    pub pool: PoolConfig,
+    pub batch: BatchConfig,
+    /// `false` runs every op in its own transaction on the caller's task: the naive path, kept
+    /// only as the benchmark baseline.
+    pub naive_one_tx_per_op: bool,
+    /// Most reservations one `expire` transaction resolves (it loops until none are left).
+    pub expire_chunk: u32,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<OpResult>,
+}
+
+struct Inner {
+    db: Database,
+    clock: Arc<dyn Clock>,
+    cfg: LedgerConfig,
+}
+
+/// The SQL ledger. Cheap to clone; construct once per process and share as `Arc<dyn Ledger>`.
+#[derive(Clone)]
+pub struct SqlLedger {
+    inner: Arc<Inner>,
+    queue: Option<mpsc::Sender<Job>>,
+}
+
+impl SqlLedger {
+    /// Connect to `postgres://…` or `sqlite://…`, apply migrations, start the batch worker.
+    pub async fn connect(
+        url: &str,
+        cfg: LedgerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<SqlLedger, StoreError> {
+        let db = Database::connect(url, &cfg.pool).await?;
+        db.migrate().await?;
+        Ok(SqlLedger::new(db, cfg, clock))
+    }
+
+    /// Use an already connected (and migrated) database. Must be called inside a tokio runtime.
+    pub fn new(db: Database, mut cfg: LedgerConfig, clock: Arc<dyn Clock>) -> SqlLedger {
+        if cfg.expire_chunk == 0 {
+            cfg.expire_chunk = 1000;
+        }
+        let naive = cfg.naive_one_tx_per_op;
+        let capacity = cfg.batch.queue_capacity.max(1);
+        let inner = Arc::new(Inner { db, clock, cfg });
+        let queue = if naive {
+            None
+        } else {
+            let (tx, rx) = mpsc::channel(capacity);
+            tokio::spawn(batch_worker(inner.clone(), rx));
+            Some(tx)
+        };
+        SqlLedger { inner, queue }
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.inner.db
+    }
+
+    async fn submit(&self, op: Op) -> OpResult {
+        match &self.queue {
+            None => {
+                let mut out = run_with_retries(&self.inner, std::slice::from_ref(&op)).await;
+                out.pop().unwrap_or(Err(LedgerError::Unavailable))
+            }
+            Some(q) => {
+                let (tx, rx) = oneshot::channel();
+                q.try_send(Job { op, reply: tx })
+                    .map_err(|_| LedgerError::Unavailable)?;
+                rx.await.map_err(|_| LedgerError::Unavailable)?
+            }
+        }
+    }
+}
+
+async fn batch_worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
+    let max = inner.cfg.batch.max_batch.max(1);
+    let wait = Duration::from_micros(inner.cfg.batch.max_wait_us);
+    let mut jobs: Vec<Job> = Vec::with_capacity(max);
+    while let Some(first) = rx.recv().await {
+        jobs.push(first);
+        let deadline = tokio::time::Instant::now() + wait;
+        while jobs.len() < max {
+            // Take what is already queued without waiting, then wait out the deadline.
+            match rx.try_recv() {
+                Ok(j) => {
+                    jobs.push(j);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(j)) => jobs.push(j),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        let ops: Vec<Op> = jobs.iter().map(|j| j.op.clone()).collect();
+        let results = run_with_retries(&inner, &ops).await;
+        tracing::trace!(batch = ops.len(), "ledger batch committed");
+        for (job, result) in jobs.drain(..).zip(results) {
+            // A caller that went away (timed out) just misses its answer; the money is committed.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+fn is_retryable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(d) => matches!(
+            d.code().as_deref(),
+            Some("40P01") | Some("40001") | Some("5") | Some("517")
+        ),
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
+        _ => false,
+    }
+}
+
+/// Run a batch; retry transient failures; on a persistent failure isolate the failing op.
+async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
+    let mut attempt = 0;
+    loop {
+        let now = inner.clock.now();
+        match run_batch(&inner.db, now, ops).await {
+            Ok(out) => return out,
+            Err(e) if is_retryable(&e) && attempt < inner.cfg.batch.max_retries => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "ledger batch retry");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, batch = ops.len(), "ledger batch failed");
+                if ops.len() == 1 {
+                    return vec![Err(LedgerError::Store {
+                        message: e.to_string(),
+                    })];
+                }
+                let mut out = Vec::with_capacity(ops.len());
+                for op in ops {
+                    let now = inner.clock.now();
+                    let r = match run_batch(&inner.db, now, std::slice::from_ref(op)).await {
+                        Ok(mut v) => v.pop().unwrap_or(Err(LedgerError::Unavailable)),
+                        Err(e) => Err(LedgerError::Store {
+                            message: e.to_string(),
+                        }),
+                    };
+                    out.push(r);
+                }
+                return out;
+            }
+        }
+    }
+}
+
+/// One transaction for the whole batch: lock accounts (PostgreSQL, in id order), apply each
+/// op in order, commit.
+pub(crate) async fn run_batch(
+    db: &Database,
+    now: Timestamp,
+    ops: &[Op],
+) -> Result<Vec<OpResult>, sqlx::Error> {
+    let mut conn = db.pool.acquire().await?;
+    conn.execute(db.dialect.begin()).await?;
+    let result: Result<Vec<OpResult>, sqlx::Error> = async {
+        if db.dialect == Dialect::Postgres {
+            lock_accounts_pg(&mut conn, ops).await?;
+        }
+        let mut ex = Exec {
+            conn: &mut conn,
+            dialect: db.dialect,
+            now,
+        };
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(ex.apply(op).await?);
+        }
+        Ok(out)
+    }
+    .await;
+    match result {
+        Ok(out) => {
+            conn.execute("COMMIT").await?;
+            Ok(out)
+        }
+        Err(e) => {
+            if conn.execute("ROLLBACK").await.is_err() {
+                // A connection in an unknown transaction state must not go back to the pool.
+                let _ = conn.detach();
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Lock every account the batch will touch, in id order, in one statement (no deadlocks
+/// between batches or nodes: everyone locks in the same order).
+async fn lock_accounts_pg(conn: &mut sqlx::AnyConnection, ops: &[Op]) -> Result<(), sqlx::Error> {
+    let subs: Vec<serde_json::Value> = ops
+        .iter()
+        .filter_map(|o| o.subscriber())
+        .map(|s| serde_json::json!({"t": s.kind.code(), "d": s.data}))
+        .collect();
+    let sessions: Vec<&str> = ops.iter().filter_map(|o| o.session_ref()).collect();
+    sqlx::query(
+        "SELECT a.id FROM accounts a WHERE a.id IN ( \
+           SELECT s.account_id FROM subscriptions s JOIN jsonb_to_recordset($1::jsonb) AS x(t int, d text) \
+             ON s.sub_type = x.t AND s.sub_data = x.d \
+           UNION SELECT r.account_id FROM reservations r \
+             WHERE r.status = 'open' AND r.session_ref IN (SELECT jsonb_array_elements_text($2::jsonb))) \
+         ORDER BY a.id FOR UPDATE",
+    )
+    .bind(serde_json::Value::Array(subs).to_string())
+    .bind(serde_json::json!(sessions).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+fn store_err(e: sqlx::Error) -> LedgerError {
+    LedgerError::Store {
+        message: e.to_string(),
+    }
+}
+
+#[async_trait]
+impl Ledger for SqlLedger {
+    async fn reserve(&self, req: ReserveRequest) -> Result<ReserveOutcome, LedgerError> {
+        match self.submit(Op::Reserve(req)).await? {
+            OpOutcome::Reserve(o) => Ok(o),
+            _ => Err(LedgerError::Store {
+                message: "stored outcome of another operation".into(),
+            }),
+        }
+    }
+    async fn commit(&self, req: CommitRequest) -> Result<CommitOutcome, LedgerError> {
+        match self.submit(Op::Commit(req)).await? {
+            OpOutcome::Commit(o) => Ok(o),
+            _ => Err(LedgerError::Store {
+                message: "stored outcome of another operation".into(),
+            }),
+        }
+    }
+    async fn release(&self, req: ReleaseRequest) -> Result<Released, LedgerError> {
+        match self.submit(Op::Release(req)).await? {
+            OpOutcome::Release(o) => Ok(o),
+            _ => Err(LedgerError::Store {
+                message: "stored outcome of another operation".into(),
+            }),
+        }
+    }
+    async fn direct_debit(
+        &self,
+        req: DirectDebitRequest,
+    ) -> Result<DirectDebitOutcome, LedgerError> {
+        match self.submit(Op::DirectDebit(req)).await? {
+            OpOutcome::DirectDebit(o) => Ok(o),
+            _ => Err(LedgerError::Store {
+                message: "stored outcome of another operation".into(),
+            }),
+        }
+    }
+    async fn refund(&self, req: RefundRequest) -> Result<RefundOutcome, LedgerError> {
+        match self.submit(Op::Refund(req)).await? {
+            OpOutcome::Refund(o) => Ok(o),
+            _ => Err(LedgerError::Store {
+                message: "stored outcome of another operation".into(),
+            }),
+        }
+    }
+
+    async fn expire(&self, now: Timestamp) -> Result<ExpireReport, LedgerError> {
+        let db = &self.inner.db;
+        let mut report = ExpireReport::default();
+        loop {
+            let mut conn = db.pool.acquire().await.map_err(store_err)?;
+            conn.execute(db.dialect.begin()).await.map_err(store_err)?;
+            let chunk = self.inner.cfg.expire_chunk as i64;
+            let r: Result<usize, sqlx::Error> = async {
+                let ids: Vec<String> = sqlx::query("SELECT id FROM reservations WHERE status = 'open' AND expires_at_ms <= $1 ORDER BY id LIMIT $2")
+                    .bind(now.0)
+                    .bind(chunk)
+                    .fetch_all(&mut *conn)
+                    .await?
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("id"))
+                    .collect::<Result<_, _>>()?;
+                if db.dialect == Dialect::Postgres && !ids.is_empty() {
+                    sqlx::query("SELECT a.id FROM accounts a WHERE a.id IN (SELECT account_id FROM reservations WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))) ORDER BY a.id FOR UPDATE")
+                        .bind(serde_json::json!(ids).to_string())
+                        .fetch_all(&mut *conn)
+                        .await?;
+                }
+                let mut ex = Exec { conn: &mut conn, dialect: db.dialect, now };
+                for id in &ids {
+                    // Re-checked under the lock: a commit may have won the race.
+                    if let Some((amount, units)) = ex.unwind(id, "expire", None).await? {
+                        report.expired += 1;
+                        report.amount.0 += amount;
+                        report.units += u64::try_from(units).unwrap_or(0);
+                    }
+                }
+                Ok(ids.len())
+            }
+            .await;
+            match r {
+                Ok(n) => {
+                    conn.execute("COMMIT").await.map_err(store_err)?;
+                    if (n as i64) < chunk {
+                        return Ok(report);
+                    }
+                }
+                Err(e) => {
+                    let _ = conn.execute("ROLLBACK").await;
+                    return Err(store_err(e));
+                }
+            }
+        }
+    }
+
+    async fn balance(&self, subscriber: &SubscriptionId) -> Result<Balance, LedgerError> {
+        let db = &self.inner.db;
+        let row = sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLS} FROM subscriptions s JOIN accounts a ON a.id = s.account_id WHERE s.sub_type = $1 AND s.sub_data = $2"
+        ))
+        .bind(i64::from(subscriber.kind.code()))
+        .bind(&subscriber.data)
+        .fetch_optional(&db.pool)
+        .await
+        .map_err(store_err)?;
+        let Some(row) = row else {
+            return Err(LedgerError::UnknownSubscriber);
+        };
+        let a = AccountRow::from_row(&row).map_err(store_err)?;
+        crate::admin::balance_of(db, &a, self.inner.clock.now())
+            .await
+            .map_err(store_err)
+    }
+
+    async fn price(
+        &self,
+        service: &ServiceKey,
+        unit: UnitType,
+        units: u64,
+    ) -> Result<Quote, LedgerError> {
+        let db = &self.inner.db;
+        let mut conn = db.pool.acquire().await.map_err(store_err)?;
+        let mut ex = Exec {
+            conn: &mut conn,
+            dialect: db.dialect,
+            now: self.inner.clock.now(),
+        };
+        let t = ex
+            .tariff_any(service, unit)
+            .await
+            .map_err(store_err)?
+            .ok_or(LedgerError::NoTariff)?;
+        let scale = crate::admin::currency_scale(&t.currency);
+        let amount = t
+            .price
+            .amount_for(units)
+            .ok_or(LedgerError::InvalidRequest {
+                reason: "price overflows",
+            })?;
+        Ok(Quote {
+            amount,
+            currency: t.currency,
+            scale,
+            price: t.price,
+        })
+    }
+}

@@ -1,0 +1,129 @@
+//! Connection handling shared by both backends: one `sqlx::AnyPool`, a [`Dialect`] for the few
+//! statements that differ (row locks, `BEGIN IMMEDIATE`, JSON casts), and the embedded
+//! migrations (`migrations/{postgres,sqlite}`, referenced by relative path so the layout
+//! survives the move into the main workspace).
+
+use crate::StoreError;
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::migrate::Migrator;
+use sqlx::AnyPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/postgres");
+pub static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../../migrations/sqlite");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Sqlite,
+}
+
+impl Dialect {
+    pub fn from_url(url: &str) -> Result<Dialect, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Dialect::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Ok(Dialect::Sqlite)
+        } else {
+            Err(StoreError::BadUrl(url.to_string()))
+        }
+    }
+    /// `FOR UPDATE` on PostgreSQL; SQLite has one writer at a time (`BEGIN IMMEDIATE`).
+    pub(crate) fn for_update(self) -> &'static str {
+        match self {
+            Dialect::Postgres => " FOR UPDATE",
+            Dialect::Sqlite => "",
+        }
+    }
+    pub(crate) fn begin(self) -> &'static str {
+        match self {
+            Dialect::Postgres => "BEGIN",
+            // Take the write lock up front so two writers never deadlock on lock upgrade.
+            Dialect::Sqlite => "BEGIN IMMEDIATE",
+        }
+    }
+    /// Cast a text parameter to the JSON column type.
+    pub(crate) fn json_param(self, n: usize) -> String {
+        match self {
+            Dialect::Postgres => format!("${n}::jsonb"),
+            Dialect::Sqlite => format!("${n}"),
+        }
+    }
+}
+
+/// Pool sizing; a named field with a default for every limit (DESIGN §2.9).
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            max_connections: 8,
+            acquire_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A connected database: the pool and its dialect.
+#[derive(Debug, Clone)]
+pub struct Database {
+    pub pool: AnyPool,
+    pub dialect: Dialect,
+}
+
+impl Database {
+    /// Connect to `postgres://…` or `sqlite://…` (the SQLite file is created when missing).
+    pub async fn connect(url: &str, cfg: &PoolConfig) -> Result<Database, StoreError> {
+        sqlx::any::install_default_drivers();
+        let dialect = Dialect::from_url(url)?;
+        let url = match dialect {
+            Dialect::Sqlite if !url.contains("mode=") => {
+                if url.contains('?') {
+                    format!("{url}&mode=rwc")
+                } else {
+                    format!("{url}?mode=rwc")
+                }
+            }
+            _ => url.to_string(),
+        };
+        let opts =
+            AnyConnectOptions::from_str(&url).map_err(|e| StoreError::Connect(e.to_string()))?;
+        let max = match dialect {
+            Dialect::Postgres => cfg.max_connections.max(1),
+            // One writer at a time anyway; a few readers for balance/verify.
+            Dialect::Sqlite => cfg.max_connections.clamp(1, 4),
+        };
+        let pool = AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if dialect == Dialect::Sqlite {
+                        use sqlx::Executor;
+                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
+                            .await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(opts)
+            .await
+            .map_err(|e| StoreError::Connect(e.to_string()))?;
+        Ok(Database { pool, dialect })
+    }
+
+    /// Apply the embedded migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        let m = match self.dialect {
+            Dialect::Postgres => &POSTGRES_MIGRATIONS,
+            Dialect::Sqlite => &SQLITE_MIGRATIONS,
+        };
+        m.run(&self.pool)
+            .await
+            .map_err(|e| StoreError::Migrate(e.to_string()))
+    }
+}

@@ -1,0 +1,86 @@
+//! Test databases: a fresh PostgreSQL database per test on the server named by
+//! `TOLLGATE_TEST_PG_URL` (scripts/start-postgres prints one), or a fresh SQLite file.
+#![allow(dead_code)]
+
+use sqlx::{Connection, Executor};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub const PG_ENV: &str = "TOLLGATE_TEST_PG_URL";
+
+fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        t % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A database URL plus how to throw it away.
+pub struct TestDb {
+    pub url: String,
+    server: Option<String>,
+    name: String,
+}
+
+impl TestDb {
+    pub async fn postgres(test: &str) -> Option<TestDb> {
+        let Ok(server) = std::env::var(PG_ENV) else {
+            println!("skipped: {PG_ENV} not set ({test})");
+            return None;
+        };
+        sqlx::any::install_default_drivers();
+        let name = unique("tg");
+        let mut c = sqlx::AnyConnection::connect(&server)
+            .await
+            .expect("connect to test server");
+        c.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("create database");
+        c.close().await.ok();
+        let base = server
+            .rsplit_once('/')
+            .map(|(b, _)| b.to_string())
+            .expect("url has a database part");
+        Some(TestDb {
+            url: format!("{base}/{name}"),
+            server: Some(server),
+            name,
+        })
+    }
+
+    pub fn sqlite() -> TestDb {
+        let name = unique("tg");
+        let path = std::env::temp_dir().join(format!("{name}.sqlite3"));
+        TestDb {
+            url: format!("sqlite://{}", path.display()),
+            server: None,
+            name: path.display().to_string(),
+        }
+    }
+
+    pub async fn drop_db(self) {
+        match self.server {
+            Some(server) => {
+                if let Ok(mut c) = sqlx::AnyConnection::connect(&server).await {
+                    let _ = c
+                        .execute(
+                            format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name).as_str(),
+                        )
+                        .await;
+                    c.close().await.ok();
+                }
+            }
+            None => {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", self.name));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,493 @@
+//! One conformance suite, run against both backends (SQLite always; PostgreSQL when
+//! TOLLGATE_TEST_PG_URL is set).
+
+mod common;
+
+use common::TestDb;
+use sqlx::Executor;
+use std::sync::Arc;
+use tollgate_ledger::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
+use tollgate_ledger::{Database, Dialect, LedgerConfig, SqlLedger};
+use tollgate_ocs::*;
+
+const CTX: &str = "32260@3gpp.org";
+const IM: &str = "im@oma";
+const T0: i64 = 1_800_000_000_000;
+
+fn key(session: &str, n: u32) -> RequestKey {
+    RequestKey::new("pcscf.example.net", session, n)
+}
+
+fn sub(n: &str) -> SubscriptionId {
+    SubscriptionId::e164(n)
+}
+
+async fn provision(
+    db: &Database,
+    id: &str,
+    msisdn: &str,
+    balance: i64,
+    allowances: Vec<AllowanceSpec>,
+) {
+    let a = NewAccount {
+        id: id.into(),
+        currency: Currency::parse("EUR").expect("eur"),
+        balance: Money(balance),
+        credit_limit: Money(0),
+        subscriptions: vec![sub(msisdn)],
+        allowances,
+    };
+    admin::create_account(db, &a, Timestamp(T0))
+        .await
+        .expect("create account");
+}
+
+fn reserve(
+    k: RequestKey,
+    msisdn: &str,
+    session: &str,
+    requested: Option<u64>,
+    expires: Timestamp,
+) -> ReserveRequest {
+    ReserveRequest {
+        key: k,
+        subscriber: sub(msisdn),
+        service: ServiceKey::context(CTX),
+        unit: UnitType::Seconds,
+        requested_units: requested,
+        session_ref: session.into(),
+        expires_at: expires,
+    }
+}
+
+fn commit(
+    k: RequestKey,
+    session: &str,
+    used: u64,
+    next: bool,
+    final_commit: bool,
+    expires: Timestamp,
+) -> CommitRequest {
+    CommitRequest {
+        key: k,
+        session_ref: session.into(),
+        service: ServiceKey::context(CTX),
+        used_units: used,
+        next: next.then_some(NextReservation {
+            requested_units: None,
+            expires_at: expires,
+        }),
+        final_commit,
+        cdr: final_commit.then(|| serde_json::json!({"ims": {"calling": "sip:alice@example.com"}})),
+    }
+}
+
+async fn scalar(db: &Database, sql: &str) -> i64 {
+    let row = sqlx::query(sql).fetch_one(&db.pool).await.expect(sql);
+    sqlx::Row::try_get::<i64, _>(&row, 0).expect("i64")
+}
+
+async fn suite(test_db: TestDb) {
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let ledger = SqlLedger::connect(&test_db.url, LedgerConfig::default(), clock.clone())
+        .await
+        .expect("connect");
+    let db = ledger.database().clone();
+    let l: Arc<dyn Ledger> = Arc::new(ledger.clone());
+    let eur = Currency::parse("EUR").expect("eur");
+    for (ctx, unit, price, quantum, min) in [
+        (CTX, UnitType::Seconds, "0.01", 60, 10),
+        (IM, UnitType::Units, "0.10", 1, 1),
+    ] {
+        admin::set_tariff(
+            &db,
+            &TariffSpec {
+                service: ServiceKey::context(ctx),
+                unit,
+                currency: eur.clone(),
+                price: price.into(),
+                quantum: Some(quantum),
+                min_grant: Some(min),
+            },
+            Timestamp(T0),
+        )
+        .await
+        .expect("tariff");
+    }
+    provision(&db, "alice", "15550000001", 1000, vec![]).await;
+    provision(&db, "bob", "15550000002", 5, vec![]).await;
+    provision(
+        &db,
+        "carol",
+        "15550000003",
+        100,
+        vec![AllowanceSpec {
+            unit: UnitType::Units,
+            units: 5,
+            valid_until: Timestamp(T0 + 86_400_000),
+        }],
+    )
+    .await;
+    let exp = |s: i64| Timestamp(T0).plus_seconds(s);
+
+    // Reserve with the tariff quantum; a retry replays; a changed duplicate is an error.
+    let r1 = l
+        .reserve(reserve(key("s1", 0), "15550000001", "s1", None, exp(30)))
+        .await
+        .expect("reserve");
+    let ReserveOutcome::Granted(g) = r1 else {
+        panic!("expected grant, got {r1:?}")
+    };
+    assert_eq!((g.units, g.amount, g.final_grant), (60, Money(60), false));
+    let again = l
+        .reserve(reserve(key("s1", 0), "15550000001", "s1", None, exp(45)))
+        .await
+        .expect("retry");
+    assert_eq!(again, r1, "a retry returns the stored outcome");
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'pending'"
+        )
+        .await,
+        1
+    );
+    let changed = l
+        .reserve(reserve(
+            key("s1", 0),
+            "15550000001",
+            "s1",
+            Some(30),
+            exp(30),
+        ))
+        .await;
+    assert!(
+        matches!(changed, Err(LedgerError::ChangedDuplicate { .. })),
+        "{changed:?}"
+    );
+
+    // Commit usage above the grant (charged: overdraft within the balance) and reserve again.
+    let c = l
+        .commit(commit(key("s1", 1), "s1", 70, true, false, exp(60)))
+        .await
+        .expect("commit");
+    let CommitOutcome::Committed(c) = c else {
+        panic!("{c:?}")
+    };
+    assert_eq!((c.charged, c.unbilled), (Money(70), Money(0)));
+    assert!(
+        matches!(
+            c.next,
+            Some(ReserveOutcome::Granted(Grant { units: 60, .. }))
+        ),
+        "{c:?}"
+    );
+    let c2 = l
+        .commit(commit(key("s1", 1), "s1", 70, true, false, exp(90)))
+        .await
+        .expect("commit retry");
+    assert_eq!(c2, CommitOutcome::Committed(c));
+    // Final commit writes the charging data record with the session totals.
+    let c3 = l
+        .commit(commit(key("s1", 2), "s1", 10, false, true, exp(0)))
+        .await
+        .expect("final");
+    assert!(
+        matches!(
+            c3,
+            CommitOutcome::Committed(Committed {
+                charged: Money(10),
+                ..
+            })
+        ),
+        "{c3:?}"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT used_units FROM charging_records WHERE session_ref = 's1'"
+        )
+        .await,
+        80
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT charged FROM charging_records WHERE session_ref = 's1'"
+        )
+        .await,
+        80
+    );
+    let b = l.balance(&sub("15550000001")).await.expect("balance");
+    assert_eq!(
+        (b.posted, b.reserved, b.available),
+        (Money(920), Money(0), Money(920))
+    );
+    let late = l
+        .commit(commit(key("s1", 3), "s1", 5, false, true, exp(0)))
+        .await
+        .expect("late");
+    assert_eq!(late, CommitOutcome::Refused(Refusal::NoReservation));
+
+    // Refusals: short credit (and it stays a refusal after a top-up), unknown, no tariff.
+    let short = l
+        .reserve(reserve(
+            key("b1", 0),
+            "15550000002",
+            "b1",
+            Some(100),
+            exp(30),
+        ))
+        .await
+        .expect("reserve");
+    assert_eq!(short, ReserveOutcome::Refused(Refusal::CreditLimitReached));
+    admin::topup(&db, "bob", "10.00", Timestamp(T0))
+        .await
+        .expect("topup");
+    let short2 = l
+        .reserve(reserve(
+            key("b1", 0),
+            "15550000002",
+            "b1",
+            Some(100),
+            exp(30),
+        ))
+        .await
+        .expect("retry");
+    assert_eq!(short2, short, "a refusal stays a refusal on retry");
+    let unknown = l
+        .reserve(reserve(key("u1", 0), "19999999999", "u1", None, exp(30)))
+        .await
+        .expect("reserve");
+    assert_eq!(unknown, ReserveOutcome::Refused(Refusal::UnknownSubscriber));
+    let mut nt = reserve(key("n1", 0), "15550000001", "n1", None, exp(30));
+    nt.service = ServiceKey::context("nothing@example");
+    assert_eq!(
+        l.reserve(nt).await.expect("reserve"),
+        ReserveOutcome::Refused(Refusal::NoTariff)
+    );
+    // A partial grant when the balance is short, flagged final.
+    let partial = l
+        .reserve(reserve(
+            key("b2", 0),
+            "15550000002",
+            "b2",
+            Some(2000),
+            exp(30),
+        ))
+        .await
+        .expect("reserve");
+    assert!(
+        matches!(
+            partial,
+            ReserveOutcome::Granted(Grant {
+                units: 1005,
+                final_grant: true,
+                ..
+            })
+        ),
+        "{partial:?}"
+    );
+
+    // Expiry by the sweeper with a manual clock; nothing is charged; late usage is refused.
+    l.reserve(reserve(
+        key("s2", 0),
+        "15550000001",
+        "s2",
+        Some(100),
+        exp(30),
+    ))
+    .await
+    .expect("reserve");
+    assert_eq!(l.expire(clock.now()).await.expect("expire").expired, 0);
+    clock.advance_seconds(31);
+    let ex = l.expire(clock.now()).await.expect("expire");
+    assert_eq!(
+        (ex.expired, ex.amount),
+        (2, Money(1105)),
+        "s2 and b2 both lapsed"
+    );
+    assert_eq!(l.expire(clock.now()).await.expect("expire").expired, 0);
+    assert_eq!(
+        l.commit(commit(key("s2", 1), "s2", 10, false, true, exp(0)))
+            .await
+            .expect("late"),
+        CommitOutcome::Refused(Refusal::NoReservation)
+    );
+    assert_eq!(
+        l.balance(&sub("15550000001"))
+            .await
+            .expect("balance")
+            .posted,
+        Money(920)
+    );
+
+    // Release (CCR-T without usage): voids; a retry replays.
+    l.reserve(reserve(key("s3", 0), "15550000001", "s3", None, exp(600)))
+        .await
+        .expect("reserve");
+    let rel = ReleaseRequest {
+        key: key("s3", 1),
+        session_ref: "s3".into(),
+        service: None,
+        cdr: None,
+    };
+    let r = l.release(rel.clone()).await.expect("release");
+    assert_eq!((r.reservations, r.amount), (1, Money(60)));
+    assert_eq!(l.release(rel).await.expect("retry"), r);
+    assert_eq!(
+        l.balance(&sub("15550000001"))
+            .await
+            .expect("balance")
+            .reserved,
+        Money(0)
+    );
+
+    // Direct debit with allowances used before money.
+    let dd = |n: u32, units: u64| DirectDebitRequest {
+        key: key("e1", n),
+        subscriber: sub("15550000003"),
+        service: ServiceKey::context(IM),
+        unit: UnitType::Units,
+        units,
+        cdr: Some(serde_json::json!({"message": n})),
+    };
+    let d1 = l.direct_debit(dd(0, 3)).await.expect("dd");
+    assert_eq!(
+        d1,
+        DirectDebitOutcome::Debited {
+            units: 3,
+            from_allowance: 3,
+            charged: Money(0)
+        }
+    );
+    assert_eq!(l.direct_debit(dd(0, 3)).await.expect("retry"), d1);
+    let d2 = l.direct_debit(dd(1, 4)).await.expect("dd");
+    assert_eq!(
+        d2,
+        DirectDebitOutcome::Debited {
+            units: 4,
+            from_allowance: 2,
+            charged: Money(20)
+        }
+    );
+    let d3 = l.direct_debit(dd(2, 100)).await.expect("dd");
+    assert_eq!(d3, DirectDebitOutcome::Refused(Refusal::CreditLimitReached));
+    let cb = l.balance(&sub("15550000003")).await.expect("balance");
+    assert_eq!(cb.posted, Money(80));
+    assert_eq!(cb.allowances.len(), 1);
+    assert_eq!(cb.allowances[0].remaining, 0);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM charging_records WHERE kind = 'event'"
+        )
+        .await,
+        2
+    );
+
+    // Refunds: money and units; retries replay.
+    let rf = RefundRequest {
+        key: key("r1", 0),
+        subscriber: sub("15550000001"),
+        amount: RefundAmount::Money(Money(100)),
+    };
+    let o = l.refund(rf.clone()).await.expect("refund");
+    assert_eq!(o, RefundOutcome::Refunded { amount: Money(100) });
+    assert_eq!(l.refund(rf).await.expect("retry"), o);
+    let rf2 = RefundRequest {
+        key: key("r2", 0),
+        subscriber: sub("15550000003"),
+        amount: RefundAmount::Units {
+            service: ServiceKey::context(IM),
+            unit: UnitType::Units,
+            units: 2,
+        },
+    };
+    assert_eq!(
+        l.refund(rf2).await.expect("refund"),
+        RefundOutcome::Refunded { amount: Money(20) }
+    );
+    assert_eq!(
+        l.balance(&sub("15550000001"))
+            .await
+            .expect("balance")
+            .posted,
+        Money(1020)
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'refund'"
+        )
+        .await,
+        2
+    );
+
+    // Price enquiry.
+    let q = l
+        .price(
+            &ServiceKey::context(CTX).with_rating_group(7),
+            UnitType::Seconds,
+            90,
+        )
+        .await
+        .expect("price");
+    assert_eq!((q.amount, q.currency.as_str()), (Money(90), "EUR"));
+
+    // The ledger verifies; then a hand-corrupted entry is caught.
+    let rep = admin::verify(&db).await.expect("verify");
+    assert!(rep.is_consistent(), "{:?}", rep.problems);
+    let mut conn = db.pool.acquire().await.expect("conn");
+    match db.dialect {
+        Dialect::Postgres => {
+            conn.execute("SET session_replication_role = replica")
+                .await
+                .expect("bypass trigger");
+        }
+        Dialect::Sqlite => {
+            conn.execute("DROP TRIGGER ledger_entries_no_update")
+                .await
+                .expect("drop trigger");
+        }
+    }
+    conn.execute("UPDATE ledger_entries SET amount = amount - 1 WHERE id = (SELECT MIN(id) FROM ledger_entries WHERE kind = 'post')")
+        .await
+        .expect("corrupt");
+    if db.dialect == Dialect::Postgres {
+        conn.execute("SET session_replication_role = origin")
+            .await
+            .expect("restore");
+    }
+    drop(conn);
+    let rep = admin::verify(&db).await.expect("verify");
+    assert!(!rep.is_consistent());
+    assert!(
+        rep.problems
+            .iter()
+            .any(|p| p.contains("balance mismatch") && p.contains("alice")),
+        "{:?}",
+        rep.problems
+    );
+    assert!(
+        rep.problems.iter().any(|p| p.starts_with("post")),
+        "{:?}",
+        rep.problems
+    );
+    drop(l);
+    drop(ledger);
+    db.pool.close().await;
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_sqlite() {
+    suite(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_postgres() {
+    if let Some(db) = TestDb::postgres("conformance_postgres").await {
+        suite(db).await;
+    }
+}

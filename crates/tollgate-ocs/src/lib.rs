@@ -1,0 +1,29 @@
+//! Tollgate's charging domain: what a charge *is*, independent of Diameter and of SQL.
+//!
+//! Layout: [`money`] holds integer money (minor units + a currency with its scale) and decimal
+//! parsing; [`units`] the unit types a grant can be expressed in (RFC 4006 §8.32 CC-Unit-Type);
+//! [`subscription`] the Subscription-Id (RFC 4006 §8.46) and its `e164:`/`imsi:`/… text form;
+//! [`tariff`] service keys, prices and rating (quantum, minimum grant); [`clock`] the `Clock`
+//! trait (time is an input, DESIGN §2.7); [`ledger`] the `Ledger` trait with its request and
+//! outcome types (the two-phase model of DESIGN §3); [`error`] the crate's error enum, each
+//! variant knowing the Result-Code it becomes (DESIGN §2.5).
+//!
+//! No SQL and no Diameter live here: `tollgate-ledger` implements [`Ledger`] on databases and
+//! `tollgate-cc` maps CCRs onto it.
+#![forbid(unsafe_code)]
+
+pub mod clock;
+pub mod error;
+pub mod ledger;
+pub mod money;
+pub mod subscription;
+pub mod tariff;
+pub mod units;
+
+pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
+pub use error::{LedgerError, Refusal};
+pub use ledger::*;
+pub use money::{AmountError, Currency, Money};
+pub use subscription::{SubscriptionId, SubscriptionType};
+pub use tariff::{Price, ServiceKey, Tariff};
+pub use units::{Octets, Seconds, ServiceUnits, UnitType};

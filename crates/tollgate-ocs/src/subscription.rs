@@ -1,0 +1,129 @@
+//! Subscription-Id (RFC 4006 §8.46, types §8.47) and its provisioning text form
+//! (`e164:15550000001`, DESIGN §6).
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SubscriptionType {
+    E164 = 0,
+    Imsi = 1,
+    SipUri = 2,
+    Nai = 3,
+    Private = 4,
+}
+
+impl SubscriptionType {
+    /// Subscription-Id-Type (450) value.
+    pub fn code(self) -> i16 {
+        self as i16
+    }
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => SubscriptionType::E164,
+            1 => SubscriptionType::Imsi,
+            2 => SubscriptionType::SipUri,
+            3 => SubscriptionType::Nai,
+            4 => SubscriptionType::Private,
+            _ => return None,
+        })
+    }
+    pub fn prefix(self) -> &'static str {
+        match self {
+            SubscriptionType::E164 => "e164",
+            SubscriptionType::Imsi => "imsi",
+            SubscriptionType::SipUri => "sip",
+            SubscriptionType::Nai => "nai",
+            SubscriptionType::Private => "private",
+        }
+    }
+}
+
+/// A subscriber as the network names it: Subscription-Id-Type + Subscription-Id-Data.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct SubscriptionId {
+    pub kind: SubscriptionType,
+    pub data: String,
+}
+
+impl SubscriptionId {
+    pub fn new(kind: SubscriptionType, data: impl Into<String>) -> Self {
+        SubscriptionId {
+            kind,
+            data: data.into(),
+        }
+    }
+    pub fn e164(msisdn: impl Into<String>) -> Self {
+        Self::new(SubscriptionType::E164, msisdn)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bad subscription {0:?}: write e164:DIGITS, imsi:DIGITS, sip:USER@HOST, nai:USER@REALM or private:ID")]
+pub struct SubscriptionParseError(pub String);
+
+impl FromStr for SubscriptionId {
+    type Err = SubscriptionParseError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let err = || SubscriptionParseError(s.to_string());
+        let (prefix, data) = s.split_once(':').ok_or_else(err)?;
+        let kind = match prefix.to_ascii_lowercase().as_str() {
+            "e164" => SubscriptionType::E164,
+            "imsi" => SubscriptionType::Imsi,
+            "sip" => SubscriptionType::SipUri,
+            "nai" => SubscriptionType::Nai,
+            "private" => SubscriptionType::Private,
+            _ => return Err(err()),
+        };
+        if data.is_empty() || data.len() > 256 || data.chars().any(|c| c.is_control()) {
+            return Err(err());
+        }
+        if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi)
+            && !data.bytes().all(|b| b.is_ascii_digit())
+        {
+            return Err(err());
+        }
+        // For SIP URIs the stored data is the full URI, as it travels in Subscription-Id-Data.
+        let data = if kind == SubscriptionType::SipUri {
+            format!("sip:{data}")
+        } else {
+            data.to_string()
+        };
+        Ok(SubscriptionId { kind, data })
+    }
+}
+
+impl fmt::Display for SubscriptionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.kind {
+            SubscriptionType::SipUri => f.write_str(&self.data),
+            k => write!(f, "{}:{}", k.prefix(), self.data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "e164:15550000001",
+            "imsi:001010000000001",
+            "sip:alice@example.com",
+            "nai:bob@realm",
+            "private:x-1",
+        ] {
+            let id: SubscriptionId = s.parse().expect("parses");
+            assert_eq!(id.to_string(), s);
+        }
+        let sip: SubscriptionId = "sip:alice@example.com".parse().expect("parses");
+        assert_eq!(sip.kind.code(), 2);
+        assert_eq!(sip.data, "sip:alice@example.com");
+        assert!("e164:12a".parse::<SubscriptionId>().is_err());
+        assert!("tel:1".parse::<SubscriptionId>().is_err());
+        assert!("e164:".parse::<SubscriptionId>().is_err());
+    }
+}

@@ -1,0 +1,259 @@
+//! Tariffs and rating. A tariff prices one unit type for one service key; rating turns
+//! requested units into a grant (quantum, minimum grant, what the balance affords) and used
+//! units into a charge. Arithmetic is integer (i128 intermediates) and rounds *up* when a price
+//! is finer than the minor unit: a charge is never below the exact price (documented in
+//! docs/ledger.md, "Rating").
+
+use crate::error::Refusal;
+use crate::money::{split_decimal, AmountError, Money};
+use crate::units::UnitType;
+use serde::{Deserialize, Serialize};
+
+/// What is being charged for: Service-Context-Id (461) plus, for MSCC, Rating-Group (432) or
+/// Service-Identifier (439). Tariff lookup prefers a Service-Identifier match, then the
+/// Rating-Group, then the context-wide tariff (both absent).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ServiceKey {
+    pub service_context: String,
+    pub rating_group: Option<u32>,
+    pub service_id: Option<u32>,
+}
+
+impl ServiceKey {
+    pub fn context(service_context: impl Into<String>) -> Self {
+        ServiceKey {
+            service_context: service_context.into(),
+            rating_group: None,
+            service_id: None,
+        }
+    }
+    pub fn with_rating_group(mut self, rg: u32) -> Self {
+        self.rating_group = Some(rg);
+        self
+    }
+    pub fn with_service_id(mut self, sid: u32) -> Self {
+        self.service_id = Some(sid);
+        self
+    }
+}
+
+/// A price as a fraction: `minor` minor units per `per_units` units, so prices finer than one
+/// minor unit (0.000001 EUR per octet) stay exact: 1 minor per 10 000 octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Price {
+    pub minor: i64,
+    pub per_units: i64,
+}
+
+impl Price {
+    /// Parse a decimal price per unit in a currency of `scale` decimals ("0.01" EUR → 1/1).
+    pub fn parse(input: &str, scale: u8) -> Result<Price, AmountError> {
+        let (digits, frac_len) = split_decimal(input)?;
+        if digits < 0 {
+            return Err(AmountError::Syntax {
+                input: input.to_string(),
+            });
+        }
+        let overflow = || AmountError::Overflow {
+            input: input.to_string(),
+        };
+        let (mut minor, mut per) = if frac_len <= scale as u32 {
+            (digits * 10i128.pow(scale as u32 - frac_len), 1i128)
+        } else {
+            (digits, 10i128.pow(frac_len - scale as u32))
+        };
+        let g = gcd(minor, per);
+        if g > 1 {
+            minor /= g;
+            per /= g;
+        }
+        Ok(Price {
+            minor: i64::try_from(minor).map_err(|_| overflow())?,
+            per_units: i64::try_from(per).map_err(|_| overflow())?,
+        })
+    }
+
+    /// Charge for `units`, rounded up to a whole minor unit. `None` on overflow.
+    pub fn amount_for(self, units: u64) -> Option<Money> {
+        if self.per_units <= 0 {
+            return None;
+        }
+        let num = i128::from(units) * i128::from(self.minor);
+        let per = i128::from(self.per_units);
+        let v = (num + per - 1) / per;
+        i64::try_from(v).ok().map(Money)
+    }
+
+    /// How many units `budget` minor units pay for (rounded down). Free → `u64::MAX`.
+    pub fn units_for(self, budget: Money) -> u64 {
+        if self.minor <= 0 {
+            return u64::MAX;
+        }
+        if budget.0 <= 0 {
+            return 0;
+        }
+        let v = i128::from(budget.0) * i128::from(self.per_units) / i128::from(self.minor);
+        u64::try_from(v).unwrap_or(u64::MAX)
+    }
+
+    /// Back to a decimal string in a currency of `scale` decimals.
+    pub fn to_decimal(self, scale: u8) -> String {
+        // minor/per_units minor units = minor * 10^-scale / per_units major units.
+        let mut per = self.per_units as i128;
+        let mut extra = 0u32;
+        let mut num = self.minor as i128;
+        while per % 10 == 0 && per > 1 {
+            per /= 10;
+            extra += 1;
+        }
+        if per != 1 {
+            return format!("{}/{} minor", self.minor, self.per_units);
+        }
+        let decimals = scale as u32 + extra;
+        if decimals == 0 {
+            return num.to_string();
+        }
+        let p = 10i128.pow(decimals);
+        let int = num / p;
+        num %= p;
+        format!("{int}.{num:0width$}", width = decimals as usize)
+    }
+}
+
+fn gcd(mut a: i128, mut b: i128) -> i128 {
+    while b != 0 {
+        let t = a % b;
+        a = b;
+        b = t;
+    }
+    a.abs()
+}
+
+/// A price for one unit type of one service key, with its grant policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tariff {
+    pub service: ServiceKey,
+    pub unit: UnitType,
+    /// ISO 4217 code the price is expressed in; an account in another currency has no tariff.
+    pub currency: String,
+    pub price: Price,
+    /// Units granted when the request names none (empty Requested-Service-Unit, RFC 4006 §8.18).
+    pub quantum: u64,
+    /// A grant below this is refused with CREDIT_LIMIT_REACHED (4012) instead of granted.
+    pub min_grant: u64,
+}
+
+/// The outcome of rating a request against what the subscriber can spend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrantPlan {
+    /// Total units granted (allowance + paid).
+    pub units: u64,
+    /// Units taken from a free allowance (used before money).
+    pub allowance_units: u64,
+    /// Money reserved for the paid part.
+    pub amount: Money,
+    /// The grant takes everything the subscriber has left (Final-Unit-Indication).
+    pub final_grant: bool,
+}
+
+impl Tariff {
+    /// Rate a grant. `allowance_free`: units of an allowance not yet reserved; `available`:
+    /// money above the credit floor not yet reserved.
+    pub fn plan_grant(
+        &self,
+        requested: Option<u64>,
+        allowance_free: u64,
+        available: Money,
+    ) -> Result<GrantPlan, Refusal> {
+        let requested = requested.unwrap_or(self.quantum);
+        let allowance_units = requested.min(allowance_free);
+        let remaining = requested - allowance_units;
+        let affordable = self.price.units_for(available);
+        let money_units = remaining.min(affordable);
+        let amount = self
+            .price
+            .amount_for(money_units)
+            .ok_or(Refusal::CreditLimitReached)?;
+        let units = allowance_units + money_units;
+        if requested > 0 && (units == 0 || units < self.min_grant.min(requested)) {
+            return Err(Refusal::CreditLimitReached);
+        }
+        let final_grant =
+            self.price.minor > 0 && money_units == affordable && allowance_units == allowance_free;
+        Ok(GrantPlan {
+            units,
+            allowance_units,
+            amount,
+            final_grant,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tariff(price: &str, quantum: u64, min_grant: u64) -> Tariff {
+        Tariff {
+            service: ServiceKey::context("32260@3gpp.org"),
+            unit: UnitType::Seconds,
+            currency: "EUR".into(),
+            price: Price::parse(price, 2).expect("price"),
+            quantum,
+            min_grant,
+        }
+    }
+
+    #[test]
+    fn prices_parse_exactly() {
+        assert_eq!(
+            Price::parse("0.01", 2),
+            Ok(Price {
+                minor: 1,
+                per_units: 1
+            })
+        );
+        assert_eq!(
+            Price::parse("0.000001", 2),
+            Ok(Price {
+                minor: 1,
+                per_units: 10_000
+            })
+        );
+        assert_eq!(
+            Price::parse("0.015", 2),
+            Ok(Price {
+                minor: 3,
+                per_units: 2
+            })
+        );
+        assert_eq!(
+            Price::parse("0.000001", 2).map(|p| p.to_decimal(2)),
+            Ok("0.000001".into())
+        );
+        assert_eq!(
+            Price::parse("1.5", 2).map(|p| p.to_decimal(2)),
+            Ok("1.50".into())
+        );
+        let p = Price::parse("0.015", 2).expect("price");
+        assert_eq!(p.amount_for(3), Some(Money(5))); // 4.5 rounds up
+        assert_eq!(p.units_for(Money(5)), 3);
+    }
+
+    #[test]
+    fn grants_follow_balance_and_minimum() {
+        let t = tariff("0.01", 60, 10);
+        let g = t.plan_grant(None, 0, Money(1000)).expect("grant");
+        assert_eq!((g.units, g.amount, g.final_grant), (60, Money(60), false));
+        let g = t.plan_grant(Some(100), 0, Money(30)).expect("grant");
+        assert_eq!((g.units, g.amount, g.final_grant), (30, Money(30), true));
+        assert_eq!(
+            t.plan_grant(Some(100), 0, Money(5)),
+            Err(Refusal::CreditLimitReached)
+        );
+        let g = t.plan_grant(Some(100), 80, Money(0)).expect("grant");
+        assert_eq!((g.units, g.allowance_units, g.amount), (80, 80, Money(0)));
+        let g = t.plan_grant(Some(50), 80, Money(0)).expect("grant");
+        assert_eq!((g.units, g.allowance_units, g.final_grant), (50, 50, false));
+    }
+}
