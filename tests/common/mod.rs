@@ -1,0 +1,444 @@
+//! End-to-end harness: spawns the real `tollgate` binary on port 0 with a fresh store
+//! (a SQLite file, or a fresh database on the PostgreSQL server named by
+//! `TOLLGATE_TEST_PG_URL`), reads its "listening on" line, and talks Diameter to it over TCP
+//! with Tollgate's own peer layer as the client.
+#![allow(dead_code, clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+
+use sqlx::{Connection, Executor};
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tollgate_codec::codes::*;
+use tollgate_codec::{ApplicationId, Avp, CommandCode, Dictionary, Message};
+use tollgate_peer::{LocalPeer, Node, PeerLimits};
+
+pub const PG_ENV: &str = "TOLLGATE_TEST_PG_URL";
+
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    format!(
+        "{prefix}_{}_{}_{}",
+        std::process::id(),
+        t % 1_000_000_000_000,
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh store for one test.
+pub struct Store {
+    pub url: String,
+    pub dir: PathBuf,
+    pg: Option<(String, String)>,
+}
+
+impl Store {
+    /// `None` (with a printed reason) when the backend is not available here.
+    pub async fn new(backend: Backend) -> Option<Store> {
+        let dir = std::env::temp_dir().join(unique("tollgate-e2e"));
+        std::fs::create_dir_all(&dir).unwrap();
+        match backend {
+            Backend::Sqlite => Some(Store {
+                url: format!("sqlite://{}", dir.join("ledger.sqlite3").display()),
+                dir,
+                pg: None,
+            }),
+            Backend::Postgres => {
+                let Ok(server) = std::env::var(PG_ENV) else {
+                    println!(
+                        "skipped: {PG_ENV} not set (scripts/test starts PostgreSQL and sets it)"
+                    );
+                    return None;
+                };
+                sqlx::any::install_default_drivers();
+                let name = unique("tge");
+                let mut c = sqlx::AnyConnection::connect(&server).await.unwrap();
+                c.execute(format!("CREATE DATABASE {name}").as_str())
+                    .await
+                    .unwrap();
+                c.close().await.ok();
+                let base = server.rsplit_once('/').unwrap().0.to_string();
+                Some(Store {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg: Some((server, name)),
+                })
+            }
+        }
+    }
+
+    pub async fn drop_store(self) {
+        if let Some((server, name)) = &self.pg {
+            if let Ok(mut c) = sqlx::AnyConnection::connect(server).await {
+                let _ = c
+                    .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                    .await;
+                c.close().await.ok();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+
+    /// Runs `tollgate ARGS --database-url URL` and returns its output.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_tollgate"))
+            .args(args)
+            .arg("--database-url")
+            .arg(&self.url)
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .output()
+            .unwrap()
+    }
+
+    /// `tollgate ledger verify` must pass.
+    pub fn verify(&self) {
+        let out = self.cli(&["ledger", "verify"]);
+        assert!(
+            out.status.success(),
+            "ledger verify failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// `tollgate account show --id ID --json`.
+    pub fn account(&self, id: &str) -> serde_json::Value {
+        let out = self.cli(&["account", "show", "--id", id, "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn run_ok(&self, args: &[&str]) {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A running `tollgate serve`.
+pub struct Server {
+    pub child: Child,
+    pub diameter: SocketAddr,
+    pub admin: SocketAddr,
+}
+
+impl Server {
+    /// Starts `tollgate serve` on the store with extra flags, and waits for "listening on".
+    pub fn start(store: &Store, extra: &[&str]) -> Server {
+        Self::start_with(store, extra, &[])
+    }
+
+    pub fn start_with(store: &Store, extra: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--origin-host",
+            "ocs.test",
+            "--origin-realm",
+            "test",
+        ])
+        .arg("--data-dir")
+        .arg(&store.dir)
+        .arg("--database-url")
+        .arg(&store.url)
+        .args(extra)
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env("TOLLGATE_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut lines = BufReader::new(stdout).lines();
+        let line = lines
+            .next()
+            .expect("tollgate serve exited before printing its listening line")
+            .unwrap();
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let (diameter, admin) = parse_listening(&line);
+        Server {
+            child,
+            diameter,
+            admin,
+        }
+    }
+
+    /// SIGTERM, then the exit status must be 0.
+    pub fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = wait_timeout(&mut self.child, Duration::from_secs(30));
+        assert_eq!(status, Some(0), "tollgate serve did not exit 0 on SIGTERM");
+    }
+
+    /// GET a path on the admin listener; returns (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).unwrap();
+        let status = buf
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = buf
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<i32> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(s)) = child.try_wait() {
+            return s.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn parse_listening(line: &str) -> (SocketAddr, SocketAddr) {
+    let rest = line
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+    let mut diameter = None;
+    let mut admin = None;
+    for part in rest.split_whitespace() {
+        if let Some(v) = part.strip_prefix("diameter=") {
+            diameter = Some(v.parse().unwrap());
+        } else if let Some(v) = part.strip_prefix("admin=") {
+            admin = Some(v.parse().unwrap());
+        }
+    }
+    (diameter.unwrap(), admin.unwrap())
+}
+
+/// A Diameter client peer (Tollgate's own node with no application) connected to `addr`.
+pub struct Client {
+    pub node: Arc<Node>,
+    pub server_host: String,
+    pub host: String,
+}
+
+impl Client {
+    pub async fn connect(addr: SocketAddr, host: &str) -> Client {
+        let node = Node::new(
+            LocalPeer::new(host, "test"),
+            PeerLimits::default(),
+            Arc::new(Dictionary::builtin().clone()),
+            None,
+            &[ApplicationId::CREDIT_CONTROL],
+        );
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let server_host = node.connect_once(stream).await.unwrap();
+        Client {
+            node,
+            server_host,
+            host: host.to_string(),
+        }
+    }
+
+    pub async fn ask(&self, m: Message) -> Message {
+        self.node
+            .request(Some(&self.server_host), m, Duration::from_secs(10))
+            .await
+            .unwrap()
+    }
+
+    pub async fn close(self) {
+        self.node.shutdown(Duration::from_secs(5)).await;
+    }
+
+    /// A CCR skeleton for this client: Session-Id, identities, Service-Context-Id, type, number.
+    pub fn ccr(&self, session: &str, kind: i32, number: u32) -> Message {
+        Message::request(
+            CommandCode::CREDIT_CONTROL,
+            ApplicationId::CREDIT_CONTROL,
+            true,
+        )
+        .with(Avp::from_str(SESSION_ID, session))
+        .with(Avp::from_str(ORIGIN_HOST, &self.host))
+        .with(Avp::from_str(ORIGIN_REALM, "test"))
+        .with(Avp::from_str(DESTINATION_REALM, "test"))
+        .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+        .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
+        .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
+        .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
+    }
+}
+
+pub fn subscription(kind: i32, data: &str) -> Avp {
+    Avp::grouped(
+        SUBSCRIPTION_ID,
+        &[
+            Avp::from_enum(SUBSCRIPTION_ID_TYPE, kind),
+            Avp::from_str(SUBSCRIPTION_ID_DATA, data),
+        ],
+    )
+}
+
+/// An MSCC with optional Rating-Group, RSU and USU (unit AVP builders).
+pub fn mscc(
+    rg: Option<u32>,
+    rsu: Option<Avp>,
+    usu: Option<Avp>,
+    reporting_reason: Option<i32>,
+) -> Avp {
+    let mut m = Vec::new();
+    if let Some(r) = rsu {
+        m.push(Avp::grouped(REQUESTED_SERVICE_UNIT, &[r]));
+    }
+    if let Some(u) = usu {
+        m.push(Avp::grouped(USED_SERVICE_UNIT, &[u]));
+    }
+    if let Some(rg) = rg {
+        m.push(Avp::from_u32(RATING_GROUP, rg));
+    }
+    if let Some(r) = reporting_reason {
+        m.push(Avp::from_enum(REPORTING_REASON, r));
+    }
+    Avp::grouped(MULTIPLE_SERVICES_CREDIT_CONTROL, &m)
+}
+
+/// The members of the first MSCC of an answer with the given Rating-Group.
+pub fn answer_mscc(a: &Message, rg: u32) -> Vec<Avp> {
+    for m in a.find_all(MULTIPLE_SERVICES_CREDIT_CONTROL) {
+        let members = m.members().unwrap();
+        if members
+            .iter()
+            .any(|x| x.is(RATING_GROUP) && x.u32().unwrap() == rg)
+        {
+            return members;
+        }
+    }
+    panic!("no MSCC for rating group {rg} in {a:?}")
+}
+
+/// Granted CC-Time / CC-Service-Specific-Units inside an MSCC's GSU.
+pub fn granted(members: &[Avp]) -> Option<u64> {
+    let gsu = members.iter().find(|x| x.is(GRANTED_SERVICE_UNIT))?;
+    let unit = gsu.members().unwrap().into_iter().next()?;
+    if unit.is(CC_TIME) {
+        Some(u64::from(unit.u32().unwrap()))
+    } else {
+        Some(unit.u64().unwrap())
+    }
+}
+
+pub fn result_in(members: &[Avp]) -> Option<u32> {
+    members
+        .iter()
+        .find(|x| x.is(RESULT_CODE))
+        .map(|x| x.u32().unwrap())
+}
+
+/// Provisions the standard test subscriber: account `alice`, EUR `balance`, e164:15550000001
+/// and sip:alice@example.com; tariffs on 32260@3gpp.org: 0.01/s (quantum 60) and 0.05/unit
+/// (quantum 10), and rating group 20 at 0.02/s.
+pub fn provision(store: &Store, balance: &str) {
+    store.run_ok(&[
+        "account",
+        "create",
+        "--id",
+        "alice",
+        "--currency",
+        "EUR",
+        "--balance",
+        balance,
+        "--subscription",
+        "e164:15550000001",
+        "--subscription",
+        "sip:alice@example.com",
+    ]);
+    store.run_ok(&[
+        "tariff",
+        "set",
+        "--service-context",
+        "32260@3gpp.org",
+        "--unit",
+        "seconds",
+        "--price",
+        "0.01",
+        "--quantum",
+        "60",
+        "--min-grant",
+        "1",
+    ]);
+    store.run_ok(&[
+        "tariff",
+        "set",
+        "--service-context",
+        "32260@3gpp.org",
+        "--unit",
+        "units",
+        "--price",
+        "0.05",
+        "--quantum",
+        "10",
+        "--min-grant",
+        "1",
+    ]);
+    store.run_ok(&[
+        "tariff",
+        "set",
+        "--service-context",
+        "32260@3gpp.org",
+        "--rating-group",
+        "20",
+        "--unit",
+        "seconds",
+        "--price",
+        "0.02",
+        "--quantum",
+        "60",
+        "--min-grant",
+        "1",
+    ]);
+}
+
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
