@@ -156,7 +156,13 @@ impl Config {
         let cfg: Config = toml::from_str(&text).map_err(|e| {
             let line = e
                 .span()
-                .map(|s| text[..s.start.min(text.len())].lines().count().max(1))
+                .map(|s| {
+                    text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1
+                })
                 .unwrap_or(0);
             anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
         })?;

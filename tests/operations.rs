@@ -1,0 +1,212 @@
+//! Running Tollgate as an operator would: the binary with no configuration in an empty
+//! directory, /metrics and /health, and one precise line for every bad configuration.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use tollgate_codec::codes::*;
+use tollgate_codec::{Avp, ResultCode};
+
+fn metric(body: &str, prefix: &str) -> f64 {
+    body.lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn starts_with_no_configuration_in_an_empty_directory() {
+    let dir = std::env::temp_dir().join(unique("tollgate-empty"));
+    std::fs::create_dir_all(&dir).unwrap();
+    // Only the ports differ from the defaults: tests never bind fixed ports.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+        ])
+        .current_dir(&dir)
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = lines.next().unwrap().unwrap();
+    std::thread::spawn(move || for _ in lines {});
+    let (diameter, admin) = parse_listening(&line);
+    let server = Server {
+        child,
+        diameter,
+        admin,
+    };
+    assert!(
+        dir.join("tollgate-data").is_dir(),
+        "embedded store under ./tollgate-data"
+    );
+
+    assert_eq!(server.http_get("/health").0, 200);
+    assert_eq!(server.http_get("/ready").0, 200);
+    let before = server.http_get("/metrics").1;
+    assert_eq!(metric(&before, "tollgate_requests_total"), 0.0);
+
+    let c = Client::connect(server.diameter, "im.test").await;
+    let mut i = c
+        .ccr("im.test;ops;1", 1, 0)
+        .with(subscription(0, "15550000001"))
+        .with(mscc(Some(1), Some(Avp::from_u32(CC_TIME, 30)), None, None));
+    // The defaults: Origin-Host tollgate.localdomain, realm localdomain.
+    i.avps.retain(|a| !a.is(DESTINATION_REALM));
+    i.avps
+        .insert(3, Avp::from_str(DESTINATION_REALM, "localdomain"));
+    let a = c.ask(i).await;
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
+    assert_eq!(a.origin_host(), Some("tollgate.localdomain"));
+    let mut t = c.ccr("im.test;ops;1", 3, 1).with(mscc(
+        Some(1),
+        None,
+        Some(Avp::from_u32(CC_TIME, 10)),
+        Some(2),
+    ));
+    t.avps.retain(|a| !a.is(DESTINATION_REALM));
+    t.avps
+        .insert(3, Avp::from_str(DESTINATION_REALM, "localdomain"));
+    assert_eq!(c.ask(t).await.result_code(), Some(ResultCode::SUCCESS));
+
+    let after = server.http_get("/metrics").1;
+    assert_eq!(
+        metric(&after, "tollgate_requests_total{command=\"Credit-Control\",cc_request_type=\"INITIAL\",result_code=\"2001\"}"),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        after.contains("tollgate_request_duration_seconds_bucket"),
+        "{after}"
+    );
+    assert!(
+        after.contains("tollgate_peers{state=\"ROpen\"} 1"),
+        "{after}"
+    );
+    assert!(after.contains("tollgate_open_reservations 0"), "{after}");
+    c.close().await;
+    server.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `tollgate ARGS` expecting failure; returns stderr, which must be one line.
+fn fails(args: &[&str], cwd: &std::path::Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("TOLLGATE_DATABASE_URL")
+        .env("TOLLGATE_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "tollgate {args:?} should fail");
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.lines().count(), 1, "one line, got: {err}");
+    err
+}
+
+#[test]
+fn bad_configuration_gets_one_line_that_says_what_to_fix() {
+    let dir = std::env::temp_dir().join(unique("tollgate-badcfg"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("tollgate.toml");
+
+    std::fs::write(
+        &file,
+        "[diameter]\nlisten = \"127.0.0.1:0\"\norigin_hots = \"x\"\n",
+    )
+    .unwrap();
+    let e = fails(&["check-config", file.to_str().unwrap()], &dir);
+    assert!(
+        e.contains("tollgate.toml:3") && e.contains("origin_hots"),
+        "{e}"
+    );
+    let e = fails(&["serve", "--config", file.to_str().unwrap()], &dir);
+    assert!(e.contains("origin_hots"), "{e}");
+
+    std::fs::write(&file, "[diameter]\nlisten = \"not-an-address\"\n").unwrap();
+    let e = fails(&["check-config", file.to_str().unwrap()], &dir);
+    assert!(
+        e.contains("tollgate.toml:2") && e.contains("address"),
+        "{e}"
+    );
+
+    let e = fails(&["serve", "--listen", "nowhere:99999"], &dir);
+    assert!(e.contains("--listen"), "{e}");
+
+    // Port in use.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().to_string();
+    let e = fails(
+        &[
+            "serve",
+            "--listen",
+            &port,
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("d1").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(
+        e.contains("cannot listen") && e.contains(&port) && e.contains("--listen"),
+        "{e}"
+    );
+
+    // Unreachable database.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://nobody@127.0.0.1:{dead}/none");
+    let e = fails(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--database-url",
+            &url,
+        ],
+        &dir,
+    );
+    assert!(
+        e.contains("cannot open the ledger") && e.contains("--database-url"),
+        "{e}"
+    );
+
+    // Unwritable data directory (a file where the directory should be).
+    let blocker = dir.join("not-a-dir");
+    std::fs::write(&blocker, b"").unwrap();
+    let e = fails(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            blocker.join("sub").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(
+        e.contains("data directory") && e.contains("--data-dir"),
+        "{e}"
+    );
+
+    let _ = std::fs::remove_dir_all(&dir);
+}
