@@ -33,6 +33,15 @@ fn tollgate(c: &mut Criterion) {
             black_box(out.len())
         })
     });
+    // The same work diameter-rs does (decode and re-encode, no grammar validation).
+    g.bench_function("tollgate decode+encode", |b| {
+        b.iter(|| {
+            let m = Message::decode_with(black_box(&bytes), &limits).expect("decodes");
+            out.clear();
+            m.encode(&mut out);
+            black_box(out.len())
+        })
+    });
     g.bench_function("tollgate decode only", |b| {
         b.iter(|| black_box(Message::decode_with(black_box(&bytes), &limits).expect("decodes")))
     });

@@ -156,12 +156,18 @@ pub struct Rule {
 pub struct Grammar {
     pub rules: Vec<Rule>,
     pub any_other: bool,
-    index: FastMap<u64, usize>,
+    /// (code/vendor key, rule position), sorted by key: a binary search over a few dozen
+    /// entries beats hashing on the per-AVP path.
+    index: Vec<(u64, u16)>,
 }
 
 impl Grammar {
     fn rule_index(&self, code: u32, vendor: u32) -> Option<usize> {
-        self.index.get(&key(code, vendor)).copied()
+        let k = key(code, vendor);
+        self.index
+            .binary_search_by_key(&k, |(k, _)| *k)
+            .ok()
+            .map(|i| usize::from(self.index[i].1))
     }
 }
 
@@ -244,6 +250,9 @@ pub const BUILTIN: [(&str, &str); 4] = [
 pub struct Dictionary {
     avps: Vec<AvpDef>,
     avp_index: FastMap<u64, usize>,
+    /// Direct tables for the two vendors nearly every AVP belongs to (IETF 0, 3GPP 10415),
+    /// indexed by code: the validator looks up every AVP of every message.
+    direct: [Vec<u32>; 2],
     name_index: HashMap<String, usize>,
     commands: Vec<CommandDef>,
     command_index: FastMap<u64, usize>,
@@ -402,10 +411,11 @@ impl Dictionary {
         count: &mut usize,
         limits: &Limits,
     ) -> Result<(), ProtocolError> {
-        // Occurrence counts per rule; grammars here have at most a few dozen rules.
-        let mut seen = [0u32; 96];
+        // Occurrence counts per rule (saturating: only "more than max" matters); grammars
+        // here have at most a few dozen rules.
+        let mut seen = [0u8; 128];
         let mut seen_heap = Vec::new();
-        let counts: &mut [u32] = match grammar {
+        let counts: &mut [u8] = match grammar {
             Some(g) if g.rules.len() > seen.len() => {
                 seen_heap.resize(g.rules.len(), 0);
                 &mut seen_heap
@@ -446,13 +456,13 @@ impl Dictionary {
             match g.rule_index(avp.code, avp.vendor()) {
                 Some(ri) => {
                     let rule = &g.rules[ri];
-                    counts[ri] += 1;
+                    counts[ri] = counts[ri].saturating_add(1);
                     if rule.fixed && position != ri {
                         return Err(ProtocolError::AvpNotAllowed {
                             avp: avp.to_owned(),
                         });
                     }
-                    if rule.max.is_some_and(|max| counts[ri] > max) {
+                    if rule.max.is_some_and(|max| u32::from(counts[ri]) > max) {
                         return Err(ProtocolError::AvpOccursTooManyTimes {
                             avp: avp.to_owned(),
                         });
@@ -468,7 +478,7 @@ impl Dictionary {
         }
         if let Some(g) = grammar {
             for (ri, rule) in g.rules.iter().enumerate() {
-                if counts[ri] < rule.min {
+                if u32::from(counts[ri]) < rule.min {
                     return Err(self.missing(rule));
                 }
             }
@@ -703,6 +713,18 @@ impl Loader {
     }
 
     fn resolve(mut self) -> Result<Dictionary, DictionaryError> {
+        let mut direct = [vec![NO_AVP; DIRECT_CODES], vec![NO_AVP; DIRECT_CODES]];
+        for (i, d) in self.dict.avps.iter().enumerate() {
+            let slot = match d.vendor {
+                0 => 0,
+                10415 => 1,
+                _ => continue,
+            };
+            if let Some(e) = direct[slot].get_mut(d.code as usize) {
+                *e = i as u32;
+            }
+        }
+        self.dict.direct = direct;
         let avp_rules = std::mem::take(&mut self.avp_rules);
         for (idx, rules) in avp_rules {
             let g = self.grammar(rules)?;
@@ -733,7 +755,19 @@ impl Loader {
                     message: format!("rule names undefined AVP {}", r.name),
                 });
             };
-            g.index.insert(key(def.code, def.vendor), g.rules.len());
+            let position =
+                u16::try_from(g.rules.len()).map_err(|_| DictionaryError::Definition {
+                    file: r.file.clone(),
+                    line: r.line,
+                    message: "more than 65535 rules in one grammar".into(),
+                })?;
+            match g
+                .index
+                .binary_search_by_key(&key(def.code, def.vendor), |(k, _)| *k)
+            {
+                Ok(_) => {}
+                Err(at) => g.index.insert(at, (key(def.code, def.vendor), position)),
+            }
             g.rules.push(Rule {
                 name: r.name,
                 code: def.code,
@@ -782,6 +816,10 @@ fn parse_attr<T: std::str::FromStr>(node: roxmltree::Node, attr: &str) -> Result
         )
     })
 }
+
+/// Codes below this go in the direct tables (IETF and 3GPP codes are all below it).
+const DIRECT_CODES: usize = 8192;
+const NO_AVP: u32 = u32::MAX;
 
 fn key(code: u32, scope: u32) -> u64 {
     (u64::from(scope) << 32) | u64::from(code)
