@@ -210,3 +210,13 @@ fn bad_configuration_gets_one_line_that_says_what_to_fix() {
 
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check-config"])
+        .arg(repo_root().join("tollgate.example.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
