@@ -218,5 +218,9 @@ fn the_example_configuration_is_valid() {
         .arg(repo_root().join("tollgate.example.toml"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

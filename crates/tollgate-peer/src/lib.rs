@@ -15,6 +15,8 @@ pub mod dedup;
 pub mod framing;
 pub mod fsm;
 pub mod node;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 pub mod watchdog;
 
