@@ -528,3 +528,90 @@ on_both_backends!(
         let _ = AvpCode::base(0);
     }
 );
+
+on_both_backends!(denied_and_free_services, "10.00", |store, server, c| {
+    // A free service (zero price) needs no credit control: 4011, nothing stays reserved.
+    store.run_ok(&[
+        "tariff",
+        "set",
+        "--service-context",
+        "32260@3gpp.org",
+        "--rating-group",
+        "99",
+        "--unit",
+        "seconds",
+        "--price",
+        "0",
+        "--quantum",
+        "60",
+    ]);
+    let i = c
+        .ccr("im.test;8;free", 1, 0)
+        .with(subscription(0, "15550000001"))
+        .with(mscc(Some(99), Some(Avp::from_u32(CC_TIME, 60)), None, None));
+    assert_eq!(
+        c.ask(i).await.result_code(),
+        Some(ResultCode::CREDIT_CONTROL_NOT_APPLICABLE)
+    );
+    assert_eq!(balance(&store), (1000, 0));
+
+    // A blocked account is refused by policy: 4010.
+    sqlx::any::install_default_drivers();
+    use sqlx::Connection;
+    let mut db = sqlx::AnyConnection::connect(&store.url).await.unwrap();
+    sqlx::query("UPDATE accounts SET status = 'blocked' WHERE id = 'alice'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    db.close().await.ok();
+    let i = c
+        .ccr("im.test;8;blocked", 1, 0)
+        .with(subscription(0, "15550000001"))
+        .with(mscc(Some(10), Some(Avp::from_u32(CC_TIME, 60)), None, None));
+    assert_eq!(
+        c.ask(i).await.result_code(),
+        Some(ResultCode::END_USER_SERVICE_DENIED)
+    );
+    assert_eq!(balance(&store), (1000, 0));
+});
+
+/// A retransmission after a restart still replays the stored answer (the idempotency key is
+/// in the ledger, not in the process).
+#[tokio::test]
+async fn retransmission_after_restart_is_not_charged_again() {
+    let Some(store) = Store::new(Backend::Sqlite).await else {
+        return;
+    };
+    provision(&store, "10.00");
+    let server = Server::start(&store, &[]);
+    let c = Client::connect(server.diameter, "im.test").await;
+    let sid = "im.test;9;restart";
+    let i = c
+        .ccr(sid, 1, 0)
+        .with(subscription(0, "15550000001"))
+        .with(mscc(Some(10), Some(Avp::from_u32(CC_TIME, 60)), None, None));
+    assert_eq!(c.ask(i).await.result_code(), Some(ResultCode::SUCCESS));
+    let t = c.ccr(sid, 3, 1).with(mscc(
+        Some(10),
+        None,
+        Some(Avp::from_u32(CC_TIME, 40)),
+        Some(2),
+    ));
+    let before = c.ask(t.clone()).await;
+    assert_eq!(before.result_code(), Some(ResultCode::SUCCESS));
+    c.close().await;
+    server.stop();
+
+    let server = Server::start(&store, &[]);
+    let c = Client::connect(server.diameter, "im.test").await;
+    let mut again = t;
+    again.header.flags = again.header.flags.with(Flags::RETRANSMITTED, true);
+    let after = c.ask(again).await;
+    assert_eq!(after.result_code(), Some(ResultCode::SUCCESS));
+    assert_eq!(answer_mscc(&after, 10), answer_mscc(&before, 10));
+    assert_eq!(balance(&store), (960, 0));
+    c.close().await;
+    server.stop();
+    store.verify();
+    store.drop_store().await;
+}

@@ -65,7 +65,7 @@ impl CreditControl {
         };
         let mut cca = Cca::new(&self.cfg, m, &ccr);
         let outcome = match ccr.request_type {
-            RequestType::Initial => self.initial(m, &ccr, &mut cca).await,
+            RequestType::Initial => self.initial(&ccr, &mut cca).await,
             RequestType::Update => self.update(&ccr, &mut cca).await,
             RequestType::Termination => self.termination(m, &ccr, &mut cca).await,
             RequestType::Event => self.event(m, &ccr, &mut cca).await,
@@ -132,7 +132,7 @@ impl CreditControl {
     }
 
     /// CCR-I (SCUR start, ECUR reserve): rate and reserve per service.
-    async fn initial(&self, m: &Message, ccr: &Ccr, cca: &mut Cca<'_>) -> Result<(), Stop> {
+    async fn initial(&self, ccr: &Ccr, cca: &mut Cca<'_>) -> Result<(), Stop> {
         let subscriber = self.subscriber(ccr)?;
         let mut services = ccr.services.clone();
         if services.is_empty() {
@@ -142,7 +142,7 @@ impl CreditControl {
                 ..ServiceRequest::default()
             });
         }
-        let _ = m;
+        let mut free = 0usize;
         for s in &services {
             let Some(requested) = s.requested else {
                 continue;
@@ -160,8 +160,30 @@ impl CreditControl {
                     expires_at: self.expiry(),
                 })
                 .await?;
+            if let ReserveOutcome::Granted(g) = outcome {
+                if g.units > 0 && g.amount.0 == 0 && g.from_allowance == 0 {
+                    free += 1;
+                }
+            }
             cca.services
                 .push(self.reserve_answer(ccr, s, unit, outcome));
+        }
+        if free > 0 && free == cca.services.len() {
+            // RFC 4006 §9.1 4011 CREDIT_CONTROL_NOT_APPLICABLE: everything asked for is free
+            // (a zero price), so the session needs no credit control. Its zero-value
+            // reservations are voided at once, and later CCR-U/T for it are 5002.
+            self.ledger
+                .release(ReleaseRequest {
+                    key: self.key(ccr, Some(REST_OF_SESSION)),
+                    session_ref: ccr.session_id.clone(),
+                    service: None,
+                    cdr: None,
+                })
+                .await?;
+            return Err(Stop::Result(
+                ResultCode::CREDIT_CONTROL_NOT_APPLICABLE,
+                None,
+            ));
         }
         cca.settle_command_result(true);
         Ok(())
