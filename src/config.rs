@@ -62,6 +62,9 @@ pub struct LedgerSection {
     pub database_url: Option<String>,
     pub data_dir: PathBuf,
     pub max_connections: u32,
+    /// Longest wait for a database connection before a request is answered with
+    /// `credit_control.store_failure_result` (keep it well under the clients' Tx of 10 s).
+    pub acquire_timeout_ms: u64,
     pub batch_max: usize,
     pub batch_wait_us: u64,
     /// How often the sweeper expires abandoned reservations (Tcc), milliseconds.
@@ -126,6 +129,7 @@ impl Default for LedgerSection {
             database_url: None,
             data_dir: PathBuf::from("./tollgate-data"),
             max_connections: 8,
+            acquire_timeout_ms: 2000,
             batch_max: 256,
             batch_wait_us: 1000,
             sweep_interval_ms: 1000,

@@ -106,7 +106,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let ledger_cfg = LedgerConfig {
         pool: PoolConfig {
             max_connections: cfg.ledger.max_connections,
-            ..PoolConfig::default()
+            acquire_timeout_ms: cfg.ledger.acquire_timeout_ms,
         },
         batch: BatchConfig {
             max_batch: cfg.ledger.batch_max,

@@ -162,42 +162,27 @@ async fn run(backend: Backend) {
         0
     );
     // The ECUR CCR-T was sent three times and posted once.
-    let s = quoted(&ecur);
+    let ecur = quoted(&ecur);
+    let posts =
+        format!("SELECT COUNT(*) FROM v_entries WHERE session_ref = {ecur} AND kind = 'post'");
+    let net = format!(
+        "SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM v_entries WHERE session_ref = {ecur}"
+    );
+    let records = format!("SELECT COUNT(*) FROM v_charging_records WHERE session_ref = {ecur}");
+    let debits = "SELECT COUNT(*) FROM v_entries WHERE kind = 'direct_debit'";
     assert_eq!(
-        scalar(
-            &store,
-            &format!("SELECT COUNT(*) FROM v_entries WHERE session_ref = {s} AND kind = 'post'")
-        )
-        .await,
+        scalar(&store, &posts).await,
         1,
         "the repeated ECUR CCR-T posted again"
     );
+    assert_eq!(scalar(&store, &net).await, -ECUR_CHARGE, "ECUR net charge");
     assert_eq!(
-        scalar(
-            &store,
-            &format!("SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM v_entries WHERE session_ref = {s}")
-        )
-        .await,
-        -ECUR_CHARGE
-    );
-    assert_eq!(
-        scalar(
-            &store,
-            &format!("SELECT COUNT(*) FROM v_charging_records WHERE session_ref = {s}")
-        )
-        .await,
+        scalar(&store, &records).await,
         1,
-        "the repeated ECUR CCR-T wrote a second charging record"
+        "a second charging record for ECUR"
     );
-    assert_eq!(
-        scalar(
-            &store,
-            "SELECT COUNT(*) FROM v_entries WHERE kind = 'direct_debit'"
-        )
-        .await,
-        1,
-        "exactly one IEC debit (the unknown subscriber's event debits nothing)"
-    );
+    // One IEC debit; the unknown subscriber's event debits nothing.
+    assert_eq!(scalar(&store, debits).await, 1, "direct debits");
     store.verify();
     server.stop();
 

@@ -42,7 +42,7 @@ pub enum Backend {
 pub struct Store {
     pub url: String,
     pub dir: PathBuf,
-    pg: Option<(String, String)>,
+    pub pg: Option<(String, String)>,
 }
 
 impl Store {
