@@ -7,9 +7,11 @@
 //! `main` as `anyhow::Error` and are printed as one line that says what to fix.
 
 mod admin;
+mod baseline;
 mod config;
 mod decode;
 mod demo;
+mod load;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -53,6 +55,8 @@ enum Command {
     Tariff(cli::TariffCmd),
     /// Check the ledger: recompute balances from entries.
     Ledger(cli::LedgerCmd),
+    /// Drive a Diameter Ro server with charging traffic and report throughput and latency.
+    Load(load::LoadArgs),
 }
 
 fn init_tracing(format: LogFormat) {
@@ -108,6 +112,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     let clock = SystemClock;
     let r = match command {
         Command::Serve(args) => return serve::run(args).await,
+        Command::Load(args) => return load::run(args).await,
         Command::Migrate(c) => cli::run_migrate(&c, &mut out).await,
         Command::Account(c) => cli::run_account(&c, &clock, &mut out).await,
         Command::Tariff(c) => cli::run_tariff(&c, &clock, &mut out).await,

@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// postgres://… or sqlite://… [default: the embedded store in the data directory].
     #[arg(long, env = "TOLLGATE_DATABASE_URL")]
     pub database_url: Option<String>,
+    /// Benchmark baseline only: answer every CCR with a grant and store nothing.
+    #[arg(long)]
+    pub no_ledger: bool,
     /// Outbound Diameter peer to keep connected (repeatable).
     #[arg(long = "peer", value_name = "HOST:PORT")]
     pub peers: Vec<SocketAddr>,
@@ -153,7 +156,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cost_information: cc.cost_information,
         store_failure_result: ResultCode(cc.store_failure_result),
     };
-    let ledger_dyn: Arc<dyn Ledger> = Arc::new(ledger.clone());
+    let ledger_dyn: Arc<dyn Ledger> = if args.no_ledger {
+        warn!("--no-ledger: answering every CCR with a grant and charging nothing (benchmark baseline)");
+        Arc::new(crate::baseline::NoLedger)
+    } else {
+        Arc::new(ledger.clone())
+    };
     let app = CreditControl::new(cc_cfg, Arc::clone(&ledger_dyn), Arc::clone(&clock));
     let metrics = admin::Metrics::install()?;
     let app: Arc<dyn Application> = Arc::new(admin::Instrumented::new(app, metrics.clone()));

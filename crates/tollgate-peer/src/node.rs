@@ -62,9 +62,18 @@ struct ConnHandle {
     pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Message>>>>,
 }
 
+/// What [`Node::register`] hands to the connection's driver.
+struct Registered {
+    conn_id: u64,
+    close: CancellationToken,
+    pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Message>>>>,
+}
+
 struct PeerSlot {
     fsm: PeerFsm,
     host: String,
+    /// Origin-Realm from the peer's CER or CEA.
+    realm: Option<String>,
     responder: Option<ConnHandle>,
     initiator: Option<ConnHandle>,
 }
@@ -169,10 +178,19 @@ impl Node {
             .or_insert_with(|| PeerSlot {
                 fsm: PeerFsm::new(&self.local.origin_host, timers),
                 host: host.to_string(),
+                realm: None,
                 responder: None,
                 initiator: None,
             });
         slot.fsm.handle(event, Instant::now())
+    }
+
+    /// The Origin-Realm a peer announced in its CER or CEA (the Destination-Realm to use
+    /// for requests to it).
+    pub fn peer_realm(&self, host: &str) -> Option<String> {
+        self.peers()
+            .get(&host.to_ascii_lowercase())
+            .and_then(|s| s.realm.clone())
     }
 
     /// Peers and the state of their state machine.
@@ -352,10 +370,11 @@ impl Node {
         }
         info!(?addr, peer = %host, "peer open (initiator)");
         let common = caps.common_with(&self.app_ids);
+        let reg = self.register(&caps, Conn::Initiator, &tx);
         if let Some(o) = opened {
             let _ = o.send(Ok(host.clone()));
         }
-        self.run_open(frames, tx, writer, caps, common, Conn::Initiator)
+        self.run_open(frames, tx, writer, caps, common, Conn::Initiator, reg)
             .await;
     }
 
@@ -528,7 +547,8 @@ impl Node {
             return;
         }
         info!(%addr, peer = %caps.origin_host, "peer open (responder)");
-        self.run_open(frames, tx, writer, caps, common, Conn::Responder)
+        let reg = self.register(&caps, Conn::Responder, &tx);
+        self.run_open(frames, tx, writer, caps, common, Conn::Responder, reg)
             .await;
     }
 
@@ -547,6 +567,37 @@ impl Node {
         }
     }
 
+    /// Makes an open connection reachable through the peer table (for [`Node::request`])
+    /// before anyone is told it is open.
+    fn register(
+        &self,
+        caps: &PeerCapabilities,
+        role: Conn,
+        tx: &mpsc::Sender<Bytes>,
+    ) -> Registered {
+        let reg = Registered {
+            conn_id: self.ids.connection.fetch_add(1, Ordering::Relaxed),
+            close: CancellationToken::new(),
+            pending: Arc::default(),
+        };
+        let mut peers = self.peers();
+        if let Some(slot) = peers.get_mut(&caps.origin_host.to_ascii_lowercase()) {
+            slot.realm = Some(caps.origin_realm.clone());
+            let h = ConnHandle {
+                id: reg.conn_id,
+                tx: tx.clone(),
+                close: reg.close.clone(),
+                pending: Arc::clone(&reg.pending),
+            };
+            match role {
+                Conn::Responder => slot.responder = Some(h),
+                Conn::Initiator => slot.initiator = Some(h),
+            }
+        }
+        reg
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn run_open<R>(
         self: &Arc<Self>,
         mut frames: FramedRead<R, DiameterFramer>,
@@ -555,28 +606,16 @@ impl Node {
         caps: PeerCapabilities,
         common: Vec<ApplicationId>,
         role: Conn,
+        reg: Registered,
     ) where
         R: AsyncRead + Send + Unpin + 'static,
     {
-        let conn_id = self.ids.connection.fetch_add(1, Ordering::Relaxed);
-        let close = CancellationToken::new();
-        let pending: Arc<Mutex<HashMap<u32, oneshot::Sender<Message>>>> = Arc::default();
+        let Registered {
+            conn_id,
+            close,
+            pending,
+        } = reg;
         let host_key = caps.origin_host.to_ascii_lowercase();
-        {
-            let mut peers = self.peers();
-            if let Some(slot) = peers.get_mut(&host_key) {
-                let h = ConnHandle {
-                    id: conn_id,
-                    tx: tx.clone(),
-                    close: close.clone(),
-                    pending: Arc::clone(&pending),
-                };
-                match role {
-                    Conn::Responder => slot.responder = Some(h),
-                    Conn::Initiator => slot.initiator = Some(h),
-                }
-            }
-        }
         let mut conn = OpenConn {
             node: Arc::clone(self),
             peer: Arc::from(caps.origin_host.as_str()),
