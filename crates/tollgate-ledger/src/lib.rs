@@ -4,7 +4,9 @@
 //!
 //! Layout: [`store`] connects (`postgres://…` / `sqlite://…`, one `sqlx::AnyPool`) and migrates
 //! (`migrations/{postgres,sqlite}`); `ops` applies one operation inside a transaction
-//! (idempotency record, reservation, entries, cached sums, charging record); [`sql_ledger`]
+//! (idempotency record, reservation, entries, cached sums, charging record) on SQLite and
+//! for the naive baseline; `pg_batch` sends a whole PostgreSQL batch to the PL/pgSQL function of
+//! migration 0002 in one round trip; [`sql_ledger`]
 //! is the group-commit batcher and the `Ledger` impl; [`admin`] holds account/tariff
 //! provisioning and `verify`; [`cli`] the clap subcommands the root binary mounts. The schema
 //! and its invariants are documented for auditors in docs/ledger.md.
@@ -13,6 +15,7 @@
 pub mod admin;
 pub mod cli;
 mod ops;
+mod pg_batch;
 pub mod sql_ledger;
 pub mod store;
 

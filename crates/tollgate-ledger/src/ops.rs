@@ -43,7 +43,7 @@ impl Op {
             Op::Refund(r) => &r.key,
         }
     }
-    fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             Op::Reserve(_) => "reserve",
             Op::Commit(_) => "commit",
@@ -54,7 +54,7 @@ impl Op {
     }
     /// The request content a retry must repeat. Expiry times and CDR payloads are left out: a
     /// retransmission computes a later expiry and may re-encode its service data.
-    fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         let v = match self {
             Op::Reserve(r) => serde_json::json!([
                 "reserve",
@@ -185,7 +185,7 @@ fn reservation_from_row(r: &AnyRow) -> Result<ReservationRow, sqlx::Error> {
 
 /// Reservation ids are generated here, not by the database, so a batch can name them before
 /// insert; unique per process start (time-based prefix) plus a counter.
-fn new_reservation_id() -> String {
+pub(crate) fn new_reservation_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let prefix = PREFIX.get_or_init(|| {

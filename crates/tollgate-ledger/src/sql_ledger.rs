@@ -1,11 +1,20 @@
 //! `SqlLedger`: the [`Ledger`] trait on a database, with group commit (DESIGN §4).
 //!
-//! Mutations go through a bounded queue to one batch worker. The worker takes the first queued
-//! op, keeps collecting until `max_batch` ops or `max_wait_us` have passed, then applies the
-//! whole batch in ONE transaction, in arrival order (so per-account order is kept), commits
-//! once, and only then answers every caller: durable before answered. On PostgreSQL the batch
-//! first locks every account it will touch in id order, so batches of two nodes on one
-//! database never deadlock and never trust a cached balance.
+//! Mutations go through bounded queues to `BatchConfig::workers` batch workers (one on SQLite,
+//! which has one writer anyway). A worker takes the first queued op, keeps collecting until
+//! `max_batch` ops or `max_wait_us` have passed, then applies the whole batch in ONE
+//! transaction, in arrival order, commits once, and only then answers every caller: durable
+//! before answered. On PostgreSQL the batch is one round trip: the PL/pgSQL function of
+//! migration 0002 (`pg_batch`) locks every account the batch will touch in id order and applies
+//! the ops; SQLite (and the naive baseline) run `ops.rs` statement by statement in-process.
+//!
+//! Sharding: ops are routed to a worker by their account (hash of the Subscription-Id; a commit
+//! or release, which names only its session, goes where the session's reserve went, else by a
+//! hash of the session_ref), so one account's ops queue in one worker, in order, and batches of
+//! different workers mostly touch disjoint accounts and run in parallel on their own
+//! connections. Routing is only about speed: correctness comes from the row locks, taken in id
+//! order by every batch of every worker and node, so overlapping batches wait, never deadlock on
+//! them, and never trust a cached balance.
 //!
 //! Failure policy: a refusal is an outcome, not a failure, and never aborts a batch. If the
 //! batch transaction fails, it is retried (deadlock / serialization failure, up to
@@ -19,7 +28,9 @@ use crate::store::{Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
 use sqlx::{Executor, Row};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tollgate_ocs::*;
@@ -35,6 +46,13 @@ pub struct BatchConfig {
     pub queue_capacity: usize,
     /// Retries of a whole batch on deadlock / serialization failure.
     pub max_retries: u32,
+    /// Batch workers, each with its own queue (`queue_capacity` is split among them) and its own
+    /// connection while a batch runs; ops are sharded by account. Forced to 1 on SQLite.
+    pub workers: usize,
+    /// Most remembered session → worker routes (a commit follows its reserve to the same
+    /// worker). When full the table is emptied; later commits of older sessions are then routed
+    /// by session hash, which only costs some lock waiting, never correctness.
+    pub route_capacity: usize,
 }
 
 impl Default for BatchConfig {
@@ -44,6 +62,8 @@ impl Default for BatchConfig {
             max_wait_us: 1000,
             queue_capacity: 8192,
             max_retries: 3,
+            workers: 4,
+            route_capacity: 262_144,
         }
     }
 }
@@ -52,8 +72,8 @@ impl Default for BatchConfig {
 pub struct LedgerConfig {
     pub pool: PoolConfig,
     pub batch: BatchConfig,
-    /// `false` runs every op in its own transaction on the caller's task: the naive path, kept
-    /// only as the benchmark baseline.
+    /// `true` runs every op in its own transaction on the caller's task, statement by statement
+    /// (`ops.rs`, also on PostgreSQL): the naive path, kept only as the benchmark baseline.
     pub naive_one_tx_per_op: bool,
     /// Most reservations one `expire` transaction resolves (it loops until none are left).
     pub expire_chunk: u32,
@@ -70,11 +90,79 @@ struct Inner {
     cfg: LedgerConfig,
 }
 
+impl Inner {
+    /// One attempt at a batch: the PL/pgSQL function on PostgreSQL (one round trip), `ops.rs`
+    /// statement by statement on SQLite and for the naive baseline.
+    async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
+        if self.db.dialect == Dialect::Postgres && !self.cfg.naive_one_tx_per_op {
+            crate::pg_batch::run_batch(&self.db, now, ops).await
+        } else {
+            run_batch(&self.db, now, ops).await
+        }
+    }
+}
+
+/// Picks the worker of an op (see the module docs).
+struct Router {
+    workers: usize,
+    capacity: usize,
+    /// session_ref → worker of the session's reserve.
+    routes: Mutex<HashMap<String, usize>>,
+}
+
+impl Router {
+    fn hash_to(&self, value: impl Hash) -> usize {
+        // DefaultHasher::new() has fixed keys: the same value always picks the same worker.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        value.hash(&mut h);
+        (h.finish() % self.workers as u64) as usize
+    }
+
+    fn route(&self, op: &Op) -> usize {
+        if self.workers <= 1 {
+            return 0;
+        }
+        let by_account = |s: &SubscriptionId| self.hash_to((s.kind.code(), s.data.as_str()));
+        // A poisoned lock only means another caller panicked mid-insert; the map is still usable.
+        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
+        match op {
+            Op::Reserve(r) => {
+                let w = by_account(&r.subscriber);
+                if routes.len() >= self.capacity && !routes.contains_key(&r.session_ref) {
+                    routes.clear();
+                }
+                routes.insert(r.session_ref.clone(), w);
+                w
+            }
+            Op::DirectDebit(r) => by_account(&r.subscriber),
+            Op::Refund(r) => by_account(&r.subscriber),
+            Op::Commit(r) => {
+                let w = routes.get(&r.session_ref).copied();
+                // After a commit with a next grant the session stays on this worker; a final
+                // one ends it.
+                if r.final_commit {
+                    routes.remove(&r.session_ref);
+                }
+                w.unwrap_or_else(|| self.hash_to(r.session_ref.as_str()))
+            }
+            Op::Release(r) => {
+                let w = routes.get(&r.session_ref).copied();
+                if r.service.is_none() {
+                    routes.remove(&r.session_ref);
+                }
+                w.unwrap_or_else(|| self.hash_to(r.session_ref.as_str()))
+            }
+        }
+    }
+}
+
 /// The SQL ledger. Cheap to clone; construct once per process and share as `Arc<dyn Ledger>`.
 #[derive(Clone)]
 pub struct SqlLedger {
     inner: Arc<Inner>,
-    queue: Option<mpsc::Sender<Job>>,
+    /// One queue per batch worker; empty on the naive path.
+    queues: Arc<[mpsc::Sender<Job>]>,
+    router: Arc<Router>,
 }
 
 impl SqlLedger {
@@ -95,16 +183,31 @@ impl SqlLedger {
             cfg.expire_chunk = 1000;
         }
         let naive = cfg.naive_one_tx_per_op;
-        let capacity = cfg.batch.queue_capacity.max(1);
-        let inner = Arc::new(Inner { db, clock, cfg });
-        let queue = if naive {
-            None
-        } else {
-            let (tx, rx) = mpsc::channel(capacity);
-            tokio::spawn(batch_worker(inner.clone(), rx));
-            Some(tx)
+        let workers = match db.dialect {
+            // One writer at a time on SQLite: more workers would only queue on its write lock.
+            Dialect::Sqlite => 1,
+            Dialect::Postgres => cfg.batch.workers.max(1),
         };
-        SqlLedger { inner, queue }
+        let capacity = cfg.batch.queue_capacity.max(1).div_ceil(workers);
+        let router = Arc::new(Router {
+            workers,
+            capacity: cfg.batch.route_capacity.max(1),
+            routes: Mutex::new(HashMap::new()),
+        });
+        let inner = Arc::new(Inner { db, clock, cfg });
+        let mut queues = Vec::new();
+        if !naive {
+            for _ in 0..workers {
+                let (tx, rx) = mpsc::channel(capacity);
+                tokio::spawn(batch_worker(inner.clone(), rx));
+                queues.push(tx);
+            }
+        }
+        SqlLedger {
+            inner,
+            queues: queues.into(),
+            router,
+        }
     }
 
     pub fn database(&self) -> &Database {
@@ -112,11 +215,12 @@ impl SqlLedger {
     }
 
     async fn submit(&self, op: Op) -> OpResult {
-        match &self.queue {
-            None => {
-                let mut out = run_with_retries(&self.inner, std::slice::from_ref(&op)).await;
-                out.pop().unwrap_or(Err(LedgerError::Unavailable))
-            }
+        if self.queues.is_empty() {
+            let mut out = run_with_retries(&self.inner, std::slice::from_ref(&op)).await;
+            return out.pop().unwrap_or(Err(LedgerError::Unavailable));
+        }
+        match self.queues.get(self.router.route(&op)) {
+            None => Err(LedgerError::Unavailable),
             Some(q) => {
                 let (tx, rx) = oneshot::channel();
                 q.try_send(Job { op, reply: tx })
@@ -159,24 +263,41 @@ async fn batch_worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// A conflict between concurrent transactions: the whole batch may simply run again.
 fn is_retryable(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Database(d) => matches!(
             d.code().as_deref(),
             Some("40P01") | Some("40001") | Some("5") | Some("517")
         ),
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
         _ => false,
     }
 }
 
-/// Run a batch; retry transient failures; on a persistent failure isolate the failing op.
+/// The database cannot be reached: retrying or splitting the batch would only make every
+/// caller wait longer for the same answer, so the batch fails at once (the server answers
+/// per its store-failure policy, and the pool reconnects when the database is back).
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    matches!(
+        e,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed
+    )
+}
+
+/// Run a batch; retry conflicts; on a persistent failure isolate the failing op.
 async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
     let mut attempt = 0;
     loop {
         let now = inner.clock.now();
-        match run_batch(&inner.db, now, ops).await {
+        match inner.run_once(now, ops).await {
             Ok(out) => return out,
+            Err(e) if is_unavailable(&e) => {
+                tracing::error!(error = %e, batch = ops.len(), "ledger database unavailable");
+                return ops.iter().map(|_| Err(LedgerError::Unavailable)).collect();
+            }
             Err(e) if is_retryable(&e) && attempt < inner.cfg.batch.max_retries => {
                 attempt += 1;
                 tracing::warn!(error = %e, attempt, "ledger batch retry");
@@ -191,7 +312,7 @@ async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
                 let mut out = Vec::with_capacity(ops.len());
                 for op in ops {
                     let now = inner.clock.now();
-                    let r = match run_batch(&inner.db, now, std::slice::from_ref(op)).await {
+                    let r = match inner.run_once(now, std::slice::from_ref(op)).await {
                         Ok(mut v) => v.pop().unwrap_or(Err(LedgerError::Unavailable)),
                         Err(e) => Err(LedgerError::Store {
                             message: e.to_string(),

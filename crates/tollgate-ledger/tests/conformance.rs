@@ -480,6 +480,522 @@ async fn suite(test_db: TestDb) {
     test_db.drop_db().await;
 }
 
+async fn account(
+    db: &Database,
+    id: &str,
+    msisdn: &str,
+    balance: i64,
+    credit: i64,
+    alw: Vec<AllowanceSpec>,
+) {
+    let a = NewAccount {
+        id: id.into(),
+        currency: Currency::parse("EUR").expect("eur"),
+        balance: Money(balance),
+        credit_limit: Money(credit),
+        subscriptions: vec![sub(msisdn)],
+        allowances: alw,
+    };
+    admin::create_account(db, &a, Timestamp(T0))
+        .await
+        .expect("create account");
+}
+
+/// Edges the main suite does not reach. Same assertions on both backends: on PostgreSQL the
+/// batch runs in the PL/pgSQL function of migration 0002, on SQLite in ops.rs, so passing on
+/// both proves they answer (and write) the same.
+async fn edges(test_db: TestDb) {
+    let clock = Arc::new(ManualClock::new(Timestamp(T0)));
+    let ledger = SqlLedger::connect(&test_db.url, LedgerConfig::default(), clock.clone())
+        .await
+        .expect("connect");
+    let db = ledger.database().clone();
+    let l: Arc<dyn Ledger> = Arc::new(ledger.clone());
+    let eur = Currency::parse("EUR").expect("eur");
+    for (svc, unit, price, quantum, min) in [
+        (ServiceKey::context(CTX), UnitType::Seconds, "0.01", 60, 10),
+        (
+            ServiceKey::context(CTX).with_rating_group(7),
+            UnitType::Seconds,
+            "0.02",
+            30,
+            1,
+        ),
+        (ServiceKey::context(IM), UnitType::Units, "0.10", 1, 1),
+    ] {
+        admin::set_tariff(
+            &db,
+            &TariffSpec {
+                service: svc,
+                unit,
+                currency: eur.clone(),
+                price: price.into(),
+                quantum: Some(quantum),
+                min_grant: Some(min),
+            },
+            Timestamp(T0),
+        )
+        .await
+        .expect("tariff");
+    }
+    let day = Timestamp(T0 + 86_400_000);
+    account(
+        &db,
+        "dave",
+        "15550000010",
+        100,
+        50,
+        vec![AllowanceSpec {
+            unit: UnitType::Seconds,
+            units: 40,
+            valid_until: day,
+        }],
+    )
+    .await;
+    account(&db, "erin", "15550000011", 30, 0, vec![]).await;
+    account(&db, "frank", "15550000012", 1000, 0, vec![]).await;
+    account(&db, "gina", "15550000013", 1000, 0, vec![]).await;
+    account(
+        &db,
+        "hank",
+        "15550000014",
+        1000,
+        0,
+        vec![AllowanceSpec {
+            unit: UnitType::Units,
+            units: 10,
+            valid_until: day,
+        }],
+    )
+    .await;
+    let exp = |s: i64| Timestamp(T0).plus_seconds(s);
+
+    // Allowance before money on a grant; commit covers usage from the allowance first, then
+    // opens the next grant in the same transaction.
+    let g = l
+        .reserve(reserve(
+            key("d1", 0),
+            "15550000010",
+            "d1",
+            Some(100),
+            exp(600),
+        ))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        g,
+        ReserveOutcome::Granted(Grant {
+            units: 100,
+            from_allowance: 40,
+            amount: Money(60),
+            final_grant: false,
+            expires_at: exp(600)
+        })
+    );
+    let c = l
+        .commit(commit(key("d1", 1), "d1", 120, true, false, exp(900)))
+        .await
+        .expect("commit");
+    assert_eq!(
+        c,
+        CommitOutcome::Committed(Committed {
+            charged: Money(80),
+            from_allowance: 40,
+            unbilled: Money(0),
+            next: Some(ReserveOutcome::Granted(Grant {
+                units: 60,
+                from_allowance: 0,
+                amount: Money(60),
+                final_grant: false,
+                expires_at: exp(900)
+            })),
+        })
+    );
+    // Changed duplicate of a commit: an error, nothing changes.
+    let changed = l
+        .commit(commit(key("d1", 1), "d1", 121, true, false, exp(900)))
+        .await;
+    assert!(
+        matches!(changed, Err(LedgerError::ChangedDuplicate { .. })),
+        "{changed:?}"
+    );
+    // Overdraft within the credit limit, the rest unbilled; session totals on the record.
+    let c = l
+        .commit(commit(key("d1", 2), "d1", 100, false, true, exp(0)))
+        .await
+        .expect("final");
+    assert_eq!(
+        c,
+        CommitOutcome::Committed(Committed {
+            charged: Money(70),
+            from_allowance: 0,
+            unbilled: Money(30),
+            next: None
+        })
+    );
+    let b = l.balance(&sub("15550000010")).await.expect("balance");
+    assert_eq!(
+        (b.posted, b.reserved, b.available),
+        (Money(-50), Money(0), Money(0))
+    );
+    assert_eq!(
+        (b.allowances[0].remaining, b.allowances[0].reserved),
+        (0, 0)
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT used_units FROM charging_records WHERE session_ref = 'd1'"
+        )
+        .await,
+        220
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT charged FROM charging_records WHERE session_ref = 'd1'"
+        )
+        .await,
+        150
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT unbilled FROM ledger_entries WHERE request_key LIKE '%|2:d1|2|'"
+        )
+        .await,
+        30
+    );
+
+    // Short balance without credit: a final partial grant, usage above it unbilled, then refused.
+    let g = l
+        .reserve(reserve(key("e1", 0), "15550000011", "e1", None, exp(600)))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        g,
+        ReserveOutcome::Granted(Grant {
+            units: 30,
+            from_allowance: 0,
+            amount: Money(30),
+            final_grant: true,
+            expires_at: exp(600)
+        })
+    );
+    let c = l
+        .commit(commit(key("e1", 1), "e1", 50, false, true, exp(0)))
+        .await
+        .expect("final");
+    assert_eq!(
+        c,
+        CommitOutcome::Committed(Committed {
+            charged: Money(30),
+            from_allowance: 0,
+            unbilled: Money(20),
+            next: None
+        })
+    );
+    assert_eq!(
+        l.reserve(reserve(key("e2", 0), "15550000011", "e2", None, exp(600)))
+            .await
+            .expect("reserve"),
+        ReserveOutcome::Refused(Refusal::CreditLimitReached)
+    );
+
+    // Blocked account: refusals, stored and replayed.
+    sqlx::query("UPDATE accounts SET status = 'blocked' WHERE id = 'frank'")
+        .execute(&db.pool)
+        .await
+        .expect("block");
+    let blocked = l
+        .reserve(reserve(key("f1", 0), "15550000012", "f1", None, exp(600)))
+        .await
+        .expect("reserve");
+    assert_eq!(blocked, ReserveOutcome::Refused(Refusal::AccountBlocked));
+    let ddf = DirectDebitRequest {
+        key: key("f2", 0),
+        subscriber: sub("15550000012"),
+        service: ServiceKey::context(IM),
+        unit: UnitType::Units,
+        units: 1,
+        cdr: None,
+    };
+    assert_eq!(
+        l.direct_debit(ddf.clone()).await.expect("dd"),
+        DirectDebitOutcome::Refused(Refusal::AccountBlocked)
+    );
+    sqlx::query("UPDATE accounts SET status = 'active' WHERE id = 'frank'")
+        .execute(&db.pool)
+        .await
+        .expect("unblock");
+    assert_eq!(
+        l.direct_debit(ddf).await.expect("dd"),
+        DirectDebitOutcome::Refused(Refusal::AccountBlocked),
+        "a refusal stays a refusal"
+    );
+
+    // Request errors store nothing: the same key works once corrected.
+    let mut dd = DirectDebitRequest {
+        key: key("f3", 0),
+        subscriber: sub("15550000012"),
+        service: ServiceKey::context(IM),
+        unit: UnitType::Units,
+        units: u64::MAX,
+        cdr: None,
+    };
+    assert_eq!(
+        l.direct_debit(dd.clone()).await,
+        Err(LedgerError::InvalidRequest {
+            reason: "unit count beyond 2^63"
+        })
+    );
+    dd.units = 2;
+    assert_eq!(
+        l.direct_debit(dd).await.expect("dd"),
+        DirectDebitOutcome::Debited {
+            units: 2,
+            from_allowance: 0,
+            charged: Money(20)
+        }
+    );
+    let bad = CommitRequest {
+        next: Some(NextReservation {
+            requested_units: None,
+            expires_at: exp(0),
+        }),
+        ..commit(key("f4", 0), "f4", 1, false, true, exp(0))
+    };
+    assert_eq!(
+        l.commit(bad).await,
+        Err(LedgerError::InvalidRequest {
+            reason: "a final commit cannot open a next reservation"
+        })
+    );
+    let rf = RefundRequest {
+        key: key("f5", 0),
+        subscriber: sub("15550000012"),
+        amount: RefundAmount::Units {
+            service: ServiceKey::context("nothing@example"),
+            unit: UnitType::Units,
+            units: 3,
+        },
+    };
+    assert_eq!(
+        l.refund(rf).await.expect("refund"),
+        RefundOutcome::Refused(Refusal::NoTariff)
+    );
+    let rf = RefundRequest {
+        key: key("f6", 0),
+        subscriber: sub("15550000012"),
+        amount: RefundAmount::Money(Money(0)),
+    };
+    assert!(matches!(
+        l.refund(rf).await,
+        Err(LedgerError::InvalidRequest { .. })
+    ));
+
+    // Several reservations of one session (context-wide and rating group 7, which has its own
+    // tariff), a second reserve is an error, one release voids both.
+    let g = l
+        .reserve(reserve(key("g1", 0), "15550000013", "g1", None, exp(600)))
+        .await
+        .expect("reserve");
+    assert!(
+        matches!(
+            g,
+            ReserveOutcome::Granted(Grant {
+                units: 60,
+                amount: Money(60),
+                ..
+            })
+        ),
+        "{g:?}"
+    );
+    let mut rg = reserve(
+        key("g1", 0).with_rating_group(7),
+        "15550000013",
+        "g1",
+        None,
+        exp(600),
+    );
+    rg.service = ServiceKey::context(CTX).with_rating_group(7);
+    let g = l.reserve(rg).await.expect("reserve rg");
+    assert!(
+        matches!(
+            g,
+            ReserveOutcome::Granted(Grant {
+                units: 30,
+                amount: Money(60),
+                ..
+            })
+        ),
+        "{g:?}"
+    );
+    let again = l
+        .reserve(reserve(key("g1", 9), "15550000013", "g1", None, exp(600)))
+        .await;
+    assert!(
+        matches!(again, Err(LedgerError::ReservationOpen { .. })),
+        "{again:?}"
+    );
+    let rel = ReleaseRequest {
+        key: key("g1", 1),
+        session_ref: "g1".into(),
+        service: None,
+        cdr: Some(serde_json::json!({"cause": "abort"})),
+    };
+    let r = l.release(rel.clone()).await.expect("release");
+    assert_eq!(
+        r,
+        Released {
+            reservations: 2,
+            amount: Money(120),
+            units: 0
+        }
+    );
+    assert_eq!(l.release(rel).await.expect("replay"), r);
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM charging_records WHERE session_ref = 'g1'"
+        )
+        .await,
+        2
+    );
+    assert_eq!(
+        l.commit(commit(key("g1", 2), "g1", 5, false, true, exp(0)))
+            .await
+            .expect("late"),
+        CommitOutcome::Refused(Refusal::NoReservation)
+    );
+
+    // Many ops in flight at once (they share batches): duplicates of one key inside a batch
+    // apply once and answer the same.
+    let mut tasks = Vec::new();
+    for i in 0..10u32 {
+        let l = l.clone();
+        let s = format!("gc{}", i.min(7));
+        tasks.push(tokio::spawn(async move {
+            l.reserve(reserve(key(&s, 0), "15550000013", &s, None, exp(600)))
+                .await
+        }));
+    }
+    let mut outs = Vec::new();
+    for t in tasks {
+        outs.push(t.await.expect("task").expect("reserve"));
+    }
+    for o in &outs {
+        assert!(
+            matches!(
+                o,
+                ReserveOutcome::Granted(Grant {
+                    units: 60,
+                    amount: Money(60),
+                    ..
+                })
+            ),
+            "{o:?}"
+        );
+    }
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM reservations WHERE session_ref LIKE 'gc%'"
+        )
+        .await,
+        8
+    );
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let l = l.clone();
+        let s = format!("gc{i}");
+        tasks.push(tokio::spawn(async move {
+            l.commit(commit(key(&s, 1), &s, 30, false, true, exp(0)))
+                .await
+        }));
+    }
+    for t in tasks {
+        let c = t.await.expect("task").expect("commit");
+        assert_eq!(
+            c,
+            CommitOutcome::Committed(Committed {
+                charged: Money(30),
+                from_allowance: 0,
+                unbilled: Money(0),
+                next: None
+            })
+        );
+    }
+    let b = l.balance(&sub("15550000013")).await.expect("balance");
+    assert_eq!((b.posted, b.reserved), (Money(760), Money(0)));
+
+    // Expiry returns allowance units too; the allowance is then usable by a direct debit.
+    let im = |k: RequestKey, s: &str, n: u64| ReserveRequest {
+        key: k,
+        subscriber: sub("15550000014"),
+        service: ServiceKey::context(IM),
+        unit: UnitType::Units,
+        requested_units: Some(n),
+        session_ref: s.into(),
+        expires_at: exp(30),
+    };
+    let g = l
+        .reserve(im(key("h1", 0), "h1", 15))
+        .await
+        .expect("reserve");
+    assert_eq!(
+        g,
+        ReserveOutcome::Granted(Grant {
+            units: 15,
+            from_allowance: 10,
+            amount: Money(50),
+            final_grant: false,
+            expires_at: exp(30)
+        })
+    );
+    clock.advance_seconds(31);
+    let ex = l.expire(clock.now()).await.expect("expire");
+    assert_eq!((ex.expired, ex.amount, ex.units), (1, Money(50), 10));
+    let d = l
+        .direct_debit(DirectDebitRequest {
+            key: key("h2", 0),
+            subscriber: sub("15550000014"),
+            service: ServiceKey::context(IM),
+            unit: UnitType::Units,
+            units: 12,
+            cdr: None,
+        })
+        .await
+        .expect("dd");
+    assert_eq!(
+        d,
+        DirectDebitOutcome::Debited {
+            units: 12,
+            from_allowance: 10,
+            charged: Money(20)
+        }
+    );
+
+    let rep = admin::verify(&db).await.expect("verify");
+    assert!(rep.is_consistent(), "{:?}", rep.problems);
+    drop(l);
+    drop(ledger);
+    db.pool.close().await;
+    test_db.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_edges_sqlite() {
+    edges(TestDb::sqlite()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_edges_postgres() {
+    if let Some(db) = TestDb::postgres("conformance_edges_postgres").await {
+        edges(db).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_sqlite() {
     suite(TestDb::sqlite()).await;
