@@ -28,6 +28,11 @@ impl Metrics {
     pub fn install() -> anyhow::Result<Metrics> {
         let handle = PrometheusBuilder::new()
             .set_buckets_for_metric(
+                Matcher::Full("tollgate_ledger_batch_size".into()),
+                &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            )
+            .context("metric buckets")?
+            .set_buckets_for_metric(
                 Matcher::Suffix("seconds".into()),
                 &[
                     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,

@@ -94,6 +94,14 @@ async fn starts_with_no_configuration_in_an_empty_directory() {
         "{after}"
     );
     assert!(after.contains("tollgate_open_reservations 0"), "{after}");
+    assert!(
+        after.contains("tollgate_ledger_batch_size_bucket"),
+        "{after}"
+    );
+    assert!(
+        after.contains("tollgate_ledger_commit_seconds_bucket"),
+        "{after}"
+    );
     c.close().await;
     server.stop();
     let _ = std::fs::remove_dir_all(&dir);

@@ -254,7 +254,12 @@ async fn batch_worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
             }
         }
         let ops: Vec<Op> = jobs.iter().map(|j| j.op.clone()).collect();
+        let started = std::time::Instant::now();
         let results = run_with_retries(&inner, &ops).await;
+        // Exported on the admin /metrics endpoint by the daemon's recorder.
+        metrics::histogram!("tollgate_ledger_batch_size").record(ops.len() as f64);
+        metrics::histogram!("tollgate_ledger_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         tracing::trace!(batch = ops.len(), "ledger batch committed");
         for (job, result) in jobs.drain(..).zip(results) {
             // A caller that went away (timed out) just misses its answer; the money is committed.
