@@ -162,12 +162,16 @@ struct Pki {
     rogue_client: Pem,
 }
 
-/// `None` (with the skip line printed) when the openssl CLI is not installed.
-fn make_pki(dir: &Path) -> Option<Pki> {
-    if !have("openssl", &["version"]) {
+/// False (with the skip line printed) when the openssl CLI is not installed.
+fn openssl_available() -> bool {
+    let ok = have("openssl", &["version"]);
+    if !ok {
         println!("skipped: openssl not installed (scripts/test installs it)");
-        return None;
     }
+    ok
+}
+
+fn make_pki(dir: &Path) -> Pki {
     let dir = dir.join("pki");
     std::fs::create_dir_all(&dir).unwrap();
     let server_ca = make_ca(&dir, "server-ca");
@@ -176,13 +180,13 @@ fn make_pki(dir: &Path) -> Option<Pki> {
     let good_client = make_leaf(&dir, &client_ca, "good-client", "good.test", "clientAuth");
     let rogue_ca = make_ca(&dir, "rogue-ca");
     let rogue_client = make_leaf(&dir, &rogue_ca, "rogue-client", "rogue.test", "clientAuth");
-    Some(Pki {
+    Pki {
         server_ca,
         server,
         client_ca,
         good_client,
         rogue_client,
-    })
+    }
 }
 
 /// Writes the `[diameter]` TLS section and returns the file.
@@ -415,10 +419,11 @@ async fn plain_tcp_works(server: &Server, host: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_cer_dwr_dpr_without_client_certificates() {
-    let store = Store::new(Backend::Sqlite).await.unwrap();
-    let Some(pki) = make_pki(&store.dir) else {
+    if !openssl_available() {
         return;
-    };
+    }
+    let store = Store::new(Backend::Sqlite).await.unwrap();
+    let pki = make_pki(&store.dir);
     let config = write_config(&store, &pki, false);
     let (server, tls) = start_tls_server(&store, &config);
 
@@ -439,10 +444,11 @@ async fn tls_cer_dwr_dpr_without_client_certificates() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_client_ca_admits_its_certificates_and_refuses_others() {
-    let store = Store::new(Backend::Sqlite).await.unwrap();
-    let Some(pki) = make_pki(&store.dir) else {
+    if !openssl_available() {
         return;
-    };
+    }
+    let store = Store::new(Backend::Sqlite).await.unwrap();
+    let pki = make_pki(&store.dir);
     let config = write_config(&store, &pki, true);
     let (server, tls) = start_tls_server(&store, &config);
 
