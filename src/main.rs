@@ -2,7 +2,8 @@
 //!
 //! Layout: `main.rs` parses the command line (clap derive) and dispatches; `serve` wires the
 //! daemon (`config` reads the TOML file, `admin` serves /metrics, /health and /ready, `demo`
-//! seeds the quick-start subscriber); `decode` prints Diameter messages; the provisioning
+//! seeds the quick-start subscriber); `decode` prints Diameter messages; `load` is the load
+//! generator and `im-sim` an IM server replaying the seed flows over CH-2; the provisioning
 //! commands (`migrate`, `account`, `tariff`, `ledger`) come from the ledger crate. Errors reach
 //! `main` as `anyhow::Error` and are printed as one line that says what to fix.
 
@@ -11,6 +12,7 @@ mod baseline;
 mod config;
 mod decode;
 mod demo;
+mod im_sim;
 mod load;
 mod serve;
 
@@ -57,11 +59,13 @@ enum Command {
     Ledger(cli::LedgerCmd),
     /// Drive a Diameter Ro server with charging traffic and report throughput and latency.
     Load(load::LoadArgs),
+    /// Play an OMA IM server over CH-2 (the seed flows) against a Diameter Ro OCS.
+    ImSim(im_sim::ImSimArgs),
 }
 
-fn init_tracing(format: LogFormat) {
+fn init_tracing(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TOLLGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -86,7 +90,12 @@ fn main() -> ExitCode {
         }
         Err(e) => e.exit(),
     };
-    init_tracing(cli.log_format);
+    // im-sim's output is its numbered steps; peer-layer chatter would bury them.
+    let level = match cli.command {
+        Command::ImSim(_) => "warn",
+        _ => "info",
+    };
+    init_tracing(cli.log_format, level);
     let result = match cli.command {
         Command::Decode(args) => decode::run(&args),
         Command::CheckConfig { file } => config::Config::load(&file).map(|_| {
@@ -113,6 +122,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
     let r = match command {
         Command::Serve(args) => return serve::run(args).await,
         Command::Load(args) => return load::run(args).await,
+        Command::ImSim(args) => return im_sim::run(args).await,
         Command::Migrate(c) => cli::run_migrate(&c, &mut out).await,
         Command::Account(c) => cli::run_account(&c, &clock, &mut out).await,
         Command::Tariff(c) => cli::run_tariff(&c, &clock, &mut out).await,

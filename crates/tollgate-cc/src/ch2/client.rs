@@ -1,0 +1,694 @@
+//! The CH-2 client an IM server embeds: a Diameter client peer (Tollgate's own peer layer:
+//! CER/CEA, RFC 3539 watchdog, DPR on close) towards one or more OCSs, which turns CH-2
+//! calls into CCRs and CCAs into [`Response`]s.
+//!
+//! What it does for the IM server (RFC 4006 §5.5, §5.7, §7; spec §2.7):
+//! - one Diameter Session-Id per SessionRequest start…stop and per reserve…debit pair, with
+//!   CC-Request-Numbers 0, 1, 2 …; Destination-Host pinned to the Origin-Host of the first CCA;
+//! - servers in order of preference: a new session goes to the first one that is open;
+//! - the Tx timer: no answer within Tx, a closed connection or a temporary failure
+//!   (3002/3004/3005) is handled by Credit-Control-Failure-Handling (sessions and ECUR: the
+//!   CCA's value, else the configured one) or Direct-Debiting-Failure-Handling (IEC):
+//!   TERMINATE ends the service; CONTINUE and RETRY_AND_TERMINATE retransmit (T flag, same
+//!   End-to-End id) to another server when the session may move there — always for a first
+//!   request, later only with CC-Session-Failover SUPPORTED — and then keep serving
+//!   (CONTINUE) or end (RETRY_AND_TERMINATE);
+//! - an unanswered direct debit under TERMINATE_OR_BUFFER, and every unanswered refund, is
+//!   kept (T-flagged) and replayed by [`Ch2Client::replay_buffered`].
+
+use super::mapping::{is_temporary, response_from_cca, Ch2Profile};
+use super::*;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tollgate_codec::{check_frame, ApplicationId, Dictionary, Flags, Message};
+use tollgate_peer::{LocalPeer, Node, PeerError, PeerLimits};
+use tracing::{debug, info};
+
+/// Credit-Control-Failure-Handling values (RFC 4006 §8.14).
+pub const CCFH_TERMINATE: i32 = 0;
+pub const CCFH_CONTINUE: i32 = 1;
+pub const CCFH_RETRY_AND_TERMINATE: i32 = 2;
+/// Direct-Debiting-Failure-Handling values (RFC 4006 §8.15).
+pub const DDFH_TERMINATE_OR_BUFFER: i32 = 0;
+pub const DDFH_CONTINUE: i32 = 1;
+
+#[derive(Clone, Debug)]
+pub struct Ch2ClientConfig {
+    pub profile: Ch2Profile,
+    /// OCS addresses, most preferred first.
+    pub servers: Vec<SocketAddr>,
+    /// Tx (RFC 4006 §13): how long to wait for a CCA.
+    pub tx: Duration,
+    /// Used until a CCA says otherwise (RFC 4006 §8.14 default TERMINATE).
+    pub credit_control_failure_handling: i32,
+    /// For IEC (RFC 4006 §8.15 default TERMINATE_OR_BUFFER).
+    pub direct_debiting_failure_handling: i32,
+    /// Peer-layer timers and bounds (Tw, Tc, CEA timeout …).
+    pub limits: PeerLimits,
+    /// Keep a copy of every frame written to an OCS (for tests and `im-sim --wire-log`).
+    pub record_wire: bool,
+}
+
+impl Ch2ClientConfig {
+    pub fn new(profile: Ch2Profile, servers: Vec<SocketAddr>) -> Self {
+        Ch2ClientConfig {
+            profile,
+            servers,
+            tx: Duration::from_secs(10),
+            credit_control_failure_handling: CCFH_TERMINATE,
+            direct_debiting_failure_handling: DDFH_TERMINATE_OR_BUFFER,
+            limits: PeerLimits::default(),
+            record_wire: false,
+        }
+    }
+}
+
+/// A CH-2 call the client cannot make (caller errors, not OCS failures: those are answered
+/// with a [`Response`]).
+#[derive(Debug, thiserror::Error)]
+pub enum Ch2Error {
+    #[error("no charging session with correlation id {0:?} (send start or reserve first)")]
+    UnknownCorrelation(String),
+    #[error("a charging session with correlation id {0:?} is already open")]
+    AlreadyOpen(String),
+    #[error("no OCS server configured")]
+    NoServers,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Model {
+    Session,
+    Ecur,
+}
+
+struct ClientSession {
+    session_id: String,
+    model: Model,
+    next_number: u32,
+    /// Origin-Host of the first CCA: Destination-Host of every later CCR.
+    pinned: Option<String>,
+    ccfh: Option<i32>,
+    failover: bool,
+    /// Subscription-Ids of the first request, repeated in later ones so the OCS can name
+    /// the account in Cost-Information and Remaining-Balance (TS 32.299 allows them in every
+    /// CCR).
+    subscribers: Vec<SubscriptionId>,
+}
+
+/// Frames written to the OCS connections, in the order they were completed.
+#[derive(Default)]
+pub struct WireLog {
+    frames: Mutex<Vec<Bytes>>,
+}
+
+impl WireLog {
+    pub fn frames(&self) -> Vec<Bytes> {
+        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
+    }
+}
+
+pub struct Ch2Client {
+    node: Arc<Node>,
+    cfg: Ch2ClientConfig,
+    /// Origin-Host of each configured server while its connection is open.
+    open: Arc<Mutex<Vec<Option<String>>>>,
+    sessions: Mutex<HashMap<String, ClientSession>>,
+    buffered: Mutex<Vec<Message>>,
+    counter: AtomicU64,
+    epoch: u64,
+    wire: Arc<WireLog>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ch2Client {
+    /// Starts a client peer that keeps a connection to every configured server (reconnecting
+    /// after Tc). Returns at once; see [`Ch2Client::wait_open`].
+    pub fn start(cfg: Ch2ClientConfig) -> Result<Arc<Ch2Client>, Ch2Error> {
+        if cfg.servers.is_empty() {
+            return Err(Ch2Error::NoServers);
+        }
+        let mut local = LocalPeer::new(&cfg.profile.origin_host, &cfg.profile.origin_realm);
+        local.product_name = "Tollgate CH-2 client".into();
+        let node = Node::new(
+            local,
+            cfg.limits.clone(),
+            Arc::new(Dictionary::builtin().clone()),
+            None,
+            &[ApplicationId::CREDIT_CONTROL],
+        );
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let epoch = now.as_secs();
+        // The low part starts somewhere this process alone is likely to start, so two runs
+        // within one second never reuse a Session-Id (the OCS would take the second CCR-I for
+        // a changed duplicate of the first and answer 5004).
+        let start = now.subsec_nanos() ^ (std::process::id() << 12);
+        let client = Arc::new(Ch2Client {
+            node,
+            open: Arc::new(Mutex::new(vec![None; cfg.servers.len()])),
+            sessions: Mutex::new(HashMap::new()),
+            buffered: Mutex::new(Vec::new()),
+            counter: AtomicU64::new(u64::from(start)),
+            epoch,
+            wire: Arc::new(WireLog::default()),
+            cfg,
+        });
+        for (i, addr) in client.cfg.servers.iter().enumerate() {
+            tokio::spawn(keep_connected(
+                Arc::clone(&client.node),
+                Arc::clone(&client.open),
+                i,
+                *addr,
+                client.cfg.record_wire.then(|| Arc::clone(&client.wire)),
+            ));
+        }
+        Ok(client)
+    }
+
+    /// Waits until at least one server is open, or `limit` passes.
+    pub async fn wait_open(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if lock(&self.open).iter().any(Option::is_some) {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The frames written so far (only with `record_wire`).
+    pub fn wire(&self) -> Vec<Bytes> {
+        self.wire.frames()
+    }
+
+    pub fn profile(&self) -> &Ch2Profile {
+        &self.cfg.profile
+    }
+
+    /// Requests kept for replay (unanswered refunds and buffered direct debits).
+    pub fn buffered(&self) -> usize {
+        lock(&self.buffered).len()
+    }
+
+    /// DPR to every server, then close.
+    pub async fn close(&self) {
+        self.node.shutdown(Duration::from_secs(5)).await;
+    }
+
+    fn new_session_id(&self) -> String {
+        // RFC 6733 §8.8: <DiameterIdentity>;<high 32 bits>;<low 32 bits>, unique over reboots.
+        let n = self.counter.fetch_add(1, Ordering::Relaxed) as u32;
+        format!("{};{};{}", self.cfg.profile.origin_host, self.epoch, n)
+    }
+
+    /// A CH-2 SessionRequest.
+    pub async fn session(&self, req: &SessionRequest) -> Result<Response, Ch2Error> {
+        let (session_id, number, pinned, ccfh, failover, known) = {
+            let mut sessions = lock(&self.sessions);
+            match req.phase {
+                SessionPhase::Start => {
+                    if sessions.contains_key(&req.correlation_id) {
+                        return Err(Ch2Error::AlreadyOpen(req.correlation_id.clone()));
+                    }
+                    let sid = self.new_session_id();
+                    sessions.insert(
+                        req.correlation_id.clone(),
+                        ClientSession {
+                            session_id: sid.clone(),
+                            model: Model::Session,
+                            next_number: 1,
+                            pinned: None,
+                            ccfh: None,
+                            failover: false,
+                            subscribers: req.subscribers.clone(),
+                        },
+                    );
+                    (sid, 0, None, None, true, Vec::new())
+                }
+                SessionPhase::Interim | SessionPhase::Stop => {
+                    let s = sessions
+                        .get_mut(&req.correlation_id)
+                        .filter(|s| s.model == Model::Session)
+                        .ok_or_else(|| Ch2Error::UnknownCorrelation(req.correlation_id.clone()))?;
+                    let n = s.next_number;
+                    s.next_number += 1;
+                    (
+                        s.session_id.clone(),
+                        n,
+                        s.pinned.clone(),
+                        s.ccfh,
+                        s.failover,
+                        s.subscribers.clone(),
+                    )
+                }
+            }
+        };
+        let msg = if req.subscribers.is_empty() && !known.is_empty() {
+            let mut with = req.clone();
+            with.subscribers = known;
+            self.cfg
+                .profile
+                .session_ccr(&with, &session_id, number, pinned.as_deref())
+        } else {
+            self.cfg
+                .profile
+                .session_ccr(req, &session_id, number, pinned.as_deref())
+        };
+        let ccfh = ccfh.unwrap_or(self.cfg.credit_control_failure_handling);
+        let r = self
+            .exchange(
+                msg,
+                &session_id,
+                number,
+                pinned,
+                Policy::Ccfh(ccfh),
+                failover,
+            )
+            .await;
+        self.after(&req.correlation_id, req.phase == SessionPhase::Stop, &r);
+        Ok(r)
+    }
+
+    /// A CH-2 EventRequest.
+    pub async fn event(&self, req: &EventRequest) -> Result<Response, Ch2Error> {
+        match req.action {
+            EventAction::ReserveUnits | EventAction::DebitUnits => {
+                let (session_id, number, pinned, ccfh, failover, known) = {
+                    let mut sessions = lock(&self.sessions);
+                    if req.action == EventAction::ReserveUnits {
+                        if sessions.contains_key(&req.correlation_id) {
+                            return Err(Ch2Error::AlreadyOpen(req.correlation_id.clone()));
+                        }
+                        let sid = self.new_session_id();
+                        sessions.insert(
+                            req.correlation_id.clone(),
+                            ClientSession {
+                                session_id: sid.clone(),
+                                model: Model::Ecur,
+                                next_number: 1,
+                                pinned: None,
+                                ccfh: None,
+                                failover: false,
+                                subscribers: req.subscribers.clone(),
+                            },
+                        );
+                        (sid, 0, None, None, true, Vec::new())
+                    } else {
+                        let s = sessions
+                            .get_mut(&req.correlation_id)
+                            .filter(|s| s.model == Model::Ecur)
+                            .ok_or_else(|| {
+                                Ch2Error::UnknownCorrelation(req.correlation_id.clone())
+                            })?;
+                        // ECUR allows one debit per reservation: CC-Request-Number 1.
+                        let n = s.next_number;
+                        s.next_number += 1;
+                        (
+                            s.session_id.clone(),
+                            n,
+                            s.pinned.clone(),
+                            s.ccfh,
+                            s.failover,
+                            s.subscribers.clone(),
+                        )
+                    }
+                };
+                let msg = if req.subscribers.is_empty() && !known.is_empty() {
+                    let mut with = req.clone();
+                    with.subscribers = known;
+                    self.cfg
+                        .profile
+                        .event_ccr(&with, &session_id, number, pinned.as_deref())
+                } else {
+                    self.cfg
+                        .profile
+                        .event_ccr(req, &session_id, number, pinned.as_deref())
+                };
+                let ccfh = ccfh.unwrap_or(self.cfg.credit_control_failure_handling);
+                let r = self
+                    .exchange(
+                        msg,
+                        &session_id,
+                        number,
+                        pinned,
+                        Policy::Ccfh(ccfh),
+                        failover,
+                    )
+                    .await;
+                self.after(
+                    &req.correlation_id,
+                    req.action == EventAction::DebitUnits,
+                    &r,
+                );
+                Ok(r)
+            }
+            _ => {
+                // IEC: a session of one request (RFC 4006 §6.3), number 0.
+                let session_id = self.new_session_id();
+                let msg = self.cfg.profile.event_ccr(req, &session_id, 0, None);
+                let policy = match req.action {
+                    EventAction::DirectDebit => {
+                        Policy::Ddfh(self.cfg.direct_debiting_failure_handling)
+                    }
+                    EventAction::Refund => Policy::Refund,
+                    _ => Policy::Enquiry,
+                };
+                Ok(self.exchange(msg, &session_id, 0, None, policy, true).await)
+            }
+        }
+    }
+
+    /// Updates the client session after an answer: pin the server, adopt CCFH and
+    /// CC-Session-Failover from the CCA, and forget sessions the OCS has closed
+    /// (RFC 4006 §7: a failed CCR-I or CCR-U, a CCR-T, a command-level 4011).
+    fn after(&self, correlation: &str, last: bool, r: &Response) {
+        let mut sessions = lock(&self.sessions);
+        let answered = r.result_code.is_some();
+        let closed = last
+            || match r.result_code {
+                // A command-level failure (and 4011) ends the credit-control session.
+                Some(c) => !(2000..3000).contains(&c),
+                None => r.outcome == Outcome::Terminate,
+            };
+        if closed {
+            sessions.remove(correlation);
+            return;
+        }
+        if let Some(s) = sessions.get_mut(correlation) {
+            if answered {
+                if s.pinned.is_none() || r.answered_by.is_some() {
+                    s.pinned = r.answered_by.clone();
+                }
+                if r.credit_control_failure_handling.is_some() {
+                    s.ccfh = r.credit_control_failure_handling;
+                }
+                if let Some(f) = r.cc_session_failover {
+                    s.failover = f;
+                }
+            }
+        }
+    }
+
+    /// The first open server, preferring `pinned`, skipping `avoid`.
+    fn pick(&self, pinned: Option<&str>, avoid: &[String]) -> Option<String> {
+        let open = lock(&self.open);
+        if let Some(p) = pinned {
+            if open.iter().flatten().any(|h| h.eq_ignore_ascii_case(p))
+                && !avoid.iter().any(|a| a.eq_ignore_ascii_case(p))
+            {
+                return Some(p.to_string());
+            }
+            if avoid.is_empty() {
+                // A pinned session has nowhere else to go until failover is allowed.
+                return None;
+            }
+        }
+        open.iter()
+            .flatten()
+            .find(|h| !avoid.iter().any(|a| a.eq_ignore_ascii_case(h)))
+            .cloned()
+    }
+
+    /// Sends a CCR and applies the failure handling to what comes back (or doesn't).
+    async fn exchange(
+        &self,
+        mut msg: Message,
+        session_id: &str,
+        number: u32,
+        pinned: Option<String>,
+        policy: Policy,
+        may_move: bool,
+    ) -> Response {
+        // One End-to-End id for the request and all its retransmissions (RFC 6733 §6.1.4).
+        msg.header.end_to_end = self.node.next_end_to_end();
+        let mut tried: Vec<String> = Vec::new();
+        let mut why: String;
+        let first_target = self.pick(pinned.as_deref(), &[]);
+        let mut target = first_target;
+        loop {
+            match target.take() {
+                None => {
+                    why = match &pinned {
+                        Some(p) if tried.is_empty() => format!("server {p} is not connected"),
+                        _ if tried.is_empty() => "no OCS server is connected".to_string(),
+                        _ => why_last(&tried),
+                    };
+                }
+                Some(host) => {
+                    debug!(%host, session_id, number, "CCR");
+                    let r = self
+                        .node
+                        .request(Some(&host), msg.clone(), self.cfg.tx)
+                        .await;
+                    match r {
+                        Ok(cca) if !cca.result_code().is_some_and(is_temporary) => {
+                            let mut resp = response_from_cca(&cca, session_id, number);
+                            if resp.answered_by.is_none() {
+                                resp.answered_by = Some(host);
+                            }
+                            return resp;
+                        }
+                        Ok(cca) => {
+                            why = format!(
+                                "{host} answered {} (temporary)",
+                                cca.result_code().map(|c| c.0).unwrap_or(0)
+                            );
+                        }
+                        Err(PeerError::Timeout(t)) => {
+                            why = format!("no answer from {host} within Tx = {t:?}")
+                        }
+                        Err(e) => why = format!("{host}: {e}"),
+                    }
+                    tried.push(host);
+                }
+            }
+            // RFC 4006 §5.5 / §5.7: may the request move to another server?
+            let retry = match policy {
+                Policy::Ccfh(CCFH_TERMINATE) => false,
+                Policy::Ccfh(_) => may_move,
+                Policy::Ddfh(_) | Policy::Refund | Policy::Enquiry => true,
+            };
+            if retry {
+                if let Some(next) = self.pick(None, &tried) {
+                    if !tried.is_empty() {
+                        // A retransmission: T flag, same End-to-End id (RFC 6733 §3).
+                        msg.header.flags = msg.header.flags.with(Flags::RETRANSMITTED, true);
+                    }
+                    info!(from = ?tried.last(), to = %next, session_id, "failing over");
+                    target = Some(next);
+                    continue;
+                }
+            }
+            return self.unanswered(msg, session_id, number, policy, why);
+        }
+    }
+
+    fn unanswered(
+        &self,
+        mut msg: Message,
+        session_id: &str,
+        number: u32,
+        policy: Policy,
+        why: String,
+    ) -> Response {
+        let outcome = match policy {
+            Policy::Ccfh(CCFH_CONTINUE) => Outcome::ContinueUncharged,
+            Policy::Ccfh(_) => Outcome::Terminate,
+            // §5.7: it cannot be known that nothing was debited, so grant and keep the
+            // request for replay (TERMINATE_OR_BUFFER), or grant and drop it (CONTINUE).
+            Policy::Ddfh(d) => {
+                if d == DDFH_TERMINATE_OR_BUFFER {
+                    msg.header.flags = msg.header.flags.with(Flags::RETRANSMITTED, true);
+                    lock(&self.buffered).push(msg);
+                }
+                Outcome::ContinueUncharged
+            }
+            // Refunds are always kept until answered.
+            Policy::Refund => {
+                msg.header.flags = msg.header.flags.with(Flags::RETRANSMITTED, true);
+                lock(&self.buffered).push(msg);
+                Outcome::Failed
+            }
+            Policy::Enquiry => Outcome::Terminate,
+        };
+        Response {
+            outcome,
+            result_code: None,
+            service_result_code: None,
+            granted: None,
+            validity_time_s: None,
+            final_unit_action: None,
+            quota_threshold: None,
+            cost: None,
+            remaining_balance: None,
+            enough_credit: None,
+            credit_control_failure_handling: None,
+            cc_session_failover: None,
+            answered_by: None,
+            session_id: session_id.to_string(),
+            cc_request_number: number,
+            failure: Some(why),
+        }
+    }
+
+    /// Sends every buffered request again (T flag) to an open server; returns how many were
+    /// answered. Unanswered ones stay buffered.
+    pub async fn replay_buffered(&self) -> usize {
+        let pending: Vec<Message> = std::mem::take(&mut *lock(&self.buffered));
+        let mut done = 0;
+        let mut keep = Vec::new();
+        for m in pending {
+            let answered = match self.pick(None, &[]) {
+                Some(h) => matches!(
+                    self.node.request(Some(&h), m.clone(), self.cfg.tx).await,
+                    Ok(a) if !a.result_code().is_some_and(is_temporary)
+                ),
+                None => false,
+            };
+            if answered {
+                done += 1;
+            } else {
+                keep.push(m);
+            }
+        }
+        lock(&self.buffered).extend(keep);
+        done
+    }
+}
+
+fn why_last(tried: &[String]) -> String {
+    format!("no usable answer from {}", tried.join(", "))
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Policy {
+    Ccfh(i32),
+    Ddfh(i32),
+    Refund,
+    Enquiry,
+}
+
+/// Keeps a connection to one server: connect, CER/CEA, run until it closes, wait Tc, again.
+async fn keep_connected(
+    node: Arc<Node>,
+    open: Arc<Mutex<Vec<Option<String>>>>,
+    slot: usize,
+    addr: SocketAddr,
+    wire: Option<Arc<WireLog>>,
+) {
+    let shutdown = node.shutdown_token();
+    loop {
+        let attempt = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            r = tokio::time::timeout(node.limits.cea_timeout, TcpStream::connect(addr)) => r,
+        };
+        if let Ok(Ok(stream)) = attempt {
+            let _ = stream.set_nodelay(true);
+            let (closed_tx, closed_rx) = oneshot::channel();
+            let tap = Tap {
+                inner: stream,
+                wire: wire.clone(),
+                pending: BytesMut::new(),
+                closed: Some(closed_tx),
+            };
+            match node.connect_once(tap).await {
+                Ok(host) => {
+                    info!(%addr, %host, "OCS connection open");
+                    if let Some(s) = lock(&open).get_mut(slot) {
+                        *s = Some(host);
+                    }
+                    let _ = closed_rx.await;
+                    if let Some(s) = lock(&open).get_mut(slot) {
+                        *s = None;
+                    }
+                    info!(%addr, "OCS connection closed");
+                }
+                Err(e) => debug!(%addr, "capabilities exchange failed: {e}"),
+            }
+        } else {
+            debug!(%addr, "connect failed");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(node.limits.tc) => {}
+        }
+    }
+}
+
+/// A TCP stream that reports when it is dropped (the peer layer's connection task ended)
+/// and, when asked, copies every whole frame it writes into a [`WireLog`].
+struct Tap {
+    inner: TcpStream,
+    wire: Option<Arc<WireLog>>,
+    pending: BytesMut,
+    closed: Option<oneshot::Sender<()>>,
+}
+
+impl Drop for Tap {
+    fn drop(&mut self) {
+        if let Some(c) = self.closed.take() {
+            let _ = c.send(());
+        }
+    }
+}
+
+impl Tap {
+    fn record(&mut self, written: &[u8]) {
+        let Some(wire) = &self.wire else { return };
+        self.pending.extend_from_slice(written);
+        while let Ok(Some(n)) = check_frame(&self.pending, u32::MAX >> 8) {
+            let frame = self.pending.split_to(n).freeze();
+            lock(&wire.frames).push(frame);
+        }
+    }
+}
+
+impl AsyncRead for Tap {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Tap {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            let written = &buf[..n];
+            self.record(written);
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
