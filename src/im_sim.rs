@@ -115,6 +115,9 @@ struct Sim {
     client: Arc<Ch2Client>,
     args: ImSimArgs,
     user: SubscriptionId,
+    /// The start's Service-Information, repeated in interim and stop so the charging data
+    /// record written at the end describes the whole session.
+    session_payload: ImPayload,
     ledger: Option<tollgate_ledger::Database>,
     step: u32,
 }
@@ -221,6 +224,7 @@ impl Sim {
             Ch2Units::Seconds(self.args.quota),
         );
         req.payload = payload;
+        self.session_payload = req.payload.clone();
         let r = self.client.session(&req).await?;
         let ccr = format!(
             "CCR-I: Subscription-Id {}, MSCC{{RSU CC-Time {}}}, Service-Information{{SIP-Method {}, App-Service-Type {}}}",
@@ -256,11 +260,12 @@ impl Sim {
                     ));
                 }
                 self.sip("IM → both legs: BYE; 200 OK");
-                let req = SessionRequest::stop(
+                let mut req = SessionRequest::stop(
                     correlation,
                     Ch2Units::Seconds(used),
                     TerminationCause::Logout,
                 );
+                req.payload = self.session_payload.clone();
                 let r = self.client.session(&req).await?;
                 self.report(
                     "SessionRequest(stop)",
@@ -274,11 +279,12 @@ impl Sim {
                 "session running: {grant} s granted quota used up ({left} s of talk left)"
             ));
             left -= grant;
-            let req = SessionRequest::interim(
+            let mut req = SessionRequest::interim(
                 correlation,
                 Ch2Units::Seconds(grant),
                 Some(Ch2Units::Seconds(self.args.quota)),
             );
+            req.payload = self.session_payload.clone();
             let r = self.client.session(&req).await?;
             self.report(
                 "SessionRequest(interim)",
@@ -357,7 +363,8 @@ impl Sim {
     }
 
     async fn stop_unused(&mut self, c: &str, cause: TerminationCause) -> anyhow::Result<()> {
-        let req = SessionRequest::stop(c, Ch2Units::Seconds(0), cause);
+        let mut req = SessionRequest::stop(c, Ch2Units::Seconds(0), cause);
+        req.payload = self.session_payload.clone();
         let r = self.client.session(&req).await?;
         self.report(
             "SessionRequest(stop)",
@@ -618,6 +625,7 @@ pub async fn run(args: ImSimArgs) -> anyhow::Result<ExitCode> {
         ledger,
         args,
         step: 0,
+        session_payload: ImPayload::default(),
     };
     let ran = match sim.args.scenario {
         Scenario::OneToOne => sim.one_to_one().await,

@@ -44,7 +44,7 @@ pub fn charging_data(m: &Message, ccr: &Ccr) -> Value {
         "service_context_id": ccr.service_context_id,
         "cc_request_number": ccr.request_number,
         "subscription_ids": ccr.subscription_ids.iter()
-            .map(|s| format!("{}:{}", s.kind.prefix(), s.data)).collect::<Vec<_>>(),
+            .map(|s| s.to_string()).collect::<Vec<_>>(),
     });
     if let Some(tc) = ccr.termination_cause {
         out["termination_cause"] = json!(tc);

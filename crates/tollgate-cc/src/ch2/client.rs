@@ -30,7 +30,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tollgate_codec::{check_frame, ApplicationId, Dictionary, Flags, Message};
+use tollgate_codec::codes::DESTINATION_HOST;
+use tollgate_codec::{check_frame, ApplicationId, Avp, Dictionary, Flags, Message};
 use tollgate_peer::{LocalPeer, Node, PeerError, PeerLimits};
 use tracing::{debug, info};
 
@@ -490,6 +491,11 @@ impl Ch2Client {
                     if !tried.is_empty() {
                         // A retransmission: T flag, same End-to-End id (RFC 6733 §3).
                         msg.header.flags = msg.header.flags.with(Flags::RETRANSMITTED, true);
+                    }
+                    // A pinned request now names the server it goes to, or that server
+                    // would refuse it with 3002 (RFC 6733 §6.1.5).
+                    for a in msg.avps.iter_mut().filter(|a| a.is(DESTINATION_HOST)) {
+                        *a = Avp::from_str(DESTINATION_HOST, &next);
                     }
                     info!(from = ?tried.last(), to = %next, session_id, "failing over");
                     target = Some(next);
