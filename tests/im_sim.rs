@@ -362,7 +362,10 @@ async fn wait_released(store: &Store) {
     panic!("the reservation was not released after Tcc");
 }
 
-async fn one_to_one_vanishes(backend: Backend) {
+/// The IM server vanishes after the reservation (spec §5.1–5.3): no stop or debit ever
+/// comes, the OCS releases the reservation at Tcc without charging, and a late report is
+/// 5002 (RFC 4006 §7).
+async fn vanishes(backend: Backend, scenario: &str, requested: u64) {
     let Some(store) = Store::new(backend).await else {
         return;
     };
@@ -371,14 +374,13 @@ async fn one_to_one_vanishes(backend: Backend) {
     let run = im_sim(
         &store,
         &server.diameter.to_string(),
-        "one-to-one",
+        scenario,
         &["--vanish"],
     );
-    assert_eq!(run.sequence(), vec![ccr(1, 0, Some(60), None)]);
+    assert_eq!(run.sequence(), vec![ccr(1, 0, Some(requested), None)]);
     wait_released(&store).await;
     let e = settled(&store, 1000).await;
     assert_eq!(kinds(&e), ["topup", "pending", "expire"]);
-    // A late report for the expired session is 5002 (RFC 4006 §7).
     let c = Client::connect(server.diameter, "im.localdomain").await;
     let sid = run.ccrs[0].session_id().unwrap().to_string();
     let late = c
@@ -389,8 +391,21 @@ async fn one_to_one_vanishes(backend: Backend) {
         Some(ResultCode::UNKNOWN_SESSION_ID)
     );
     c.close().await;
+    settled(&store, 1000).await;
     server.stop();
     store.drop_store().await;
+}
+
+async fn one_to_one_vanishes(backend: Backend) {
+    vanishes(backend, "one-to-one", 60).await
+}
+
+async fn conference_vanishes(backend: Backend) {
+    vanishes(backend, "conference", 60).await
+}
+
+async fn deferred_vanishes(backend: Backend) {
+    vanishes(backend, "deferred", 5).await
 }
 
 async fn ocs_unreachable(backend: Backend) {
@@ -505,26 +520,6 @@ async fn conference_refused(backend: Backend) {
     );
     assert!(!run.stdout.contains("IM → invitees: INVITE"));
     settled(&store, 0).await;
-    server.stop();
-    store.drop_store().await;
-}
-
-async fn conference_vanishes(backend: Backend) {
-    let Some(store) = Store::new(backend).await else {
-        return;
-    };
-    provision(&store, "10.00");
-    let server = short_tcc_server(&store);
-    let run = im_sim(
-        &store,
-        &server.diameter.to_string(),
-        "conference",
-        &["--vanish"],
-    );
-    assert_eq!(run.sequence(), vec![ccr(1, 0, Some(60), None)]);
-    wait_released(&store).await;
-    let e = settled(&store, 1000).await;
-    assert_eq!(kinds(&e), ["topup", "pending", "expire"]);
     server.stop();
     store.drop_store().await;
 }
@@ -667,26 +662,6 @@ async fn deferred_invite_fails(backend: Backend) {
     );
     let e = settled(&store, 1000).await;
     assert_eq!(kinds(&e), ["topup", "pending", "post"]);
-    server.stop();
-    store.drop_store().await;
-}
-
-async fn deferred_vanishes(backend: Backend) {
-    let Some(store) = Store::new(backend).await else {
-        return;
-    };
-    provision(&store, "10.00");
-    let server = short_tcc_server(&store);
-    let run = im_sim(
-        &store,
-        &server.diameter.to_string(),
-        "deferred",
-        &["--vanish"],
-    );
-    assert_eq!(run.sequence(), vec![ccr(1, 0, Some(5), None)]);
-    wait_released(&store).await;
-    let e = settled(&store, 1000).await;
-    assert_eq!(kinds(&e), ["topup", "pending", "expire"]);
     server.stop();
     store.drop_store().await;
 }

@@ -92,6 +92,18 @@ enum Model {
     Ecur,
 }
 
+/// Where the next request of a client session goes.
+struct Slot {
+    session_id: String,
+    number: u32,
+    pinned: Option<String>,
+    ccfh: Option<i32>,
+    /// May the request move to another server (a first request, or CC-Session-Failover)?
+    may_move: bool,
+    /// The session's Subscription-Ids, when the request names none itself.
+    subscribers: Vec<SubscriptionId>,
+}
+
 struct ClientSession {
     session_id: String,
     model: Model,
@@ -219,146 +231,144 @@ impl Ch2Client {
         format!("{};{};{}", self.cfg.profile.origin_host, self.epoch, n)
     }
 
-    /// A CH-2 SessionRequest.
-    pub async fn session(&self, req: &SessionRequest) -> Result<Response, Ch2Error> {
-        let (session_id, number, pinned, ccfh, failover, known) = {
-            let mut sessions = lock(&self.sessions);
-            match req.phase {
-                SessionPhase::Start => {
-                    if sessions.contains_key(&req.correlation_id) {
-                        return Err(Ch2Error::AlreadyOpen(req.correlation_id.clone()));
-                    }
-                    let sid = self.new_session_id();
-                    sessions.insert(
-                        req.correlation_id.clone(),
-                        ClientSession {
-                            session_id: sid.clone(),
-                            model: Model::Session,
-                            next_number: 1,
-                            pinned: None,
-                            ccfh: None,
-                            failover: false,
-                            subscribers: req.subscribers.clone(),
-                        },
-                    );
-                    (sid, 0, None, None, true, Vec::new())
-                }
-                SessionPhase::Interim | SessionPhase::Stop => {
-                    let s = sessions
-                        .get_mut(&req.correlation_id)
-                        .filter(|s| s.model == Model::Session)
-                        .ok_or_else(|| Ch2Error::UnknownCorrelation(req.correlation_id.clone()))?;
-                    let n = s.next_number;
-                    s.next_number += 1;
-                    (
-                        s.session_id.clone(),
-                        n,
-                        s.pinned.clone(),
-                        s.ccfh,
-                        s.failover,
-                        s.subscribers.clone(),
-                    )
-                }
+    /// Opens (`first`) or continues the client session of `correlation` and says where the
+    /// next request of it goes.
+    fn next_in_session(
+        &self,
+        correlation: &str,
+        model: Model,
+        first: bool,
+        subscribers: &[SubscriptionId],
+    ) -> Result<Slot, Ch2Error> {
+        let mut sessions = lock(&self.sessions);
+        if first {
+            if sessions.contains_key(correlation) {
+                return Err(Ch2Error::AlreadyOpen(correlation.to_string()));
             }
-        };
-        let msg = if req.subscribers.is_empty() && !known.is_empty() {
-            let mut with = req.clone();
-            with.subscribers = known;
-            self.cfg
-                .profile
-                .session_ccr(&with, &session_id, number, pinned.as_deref())
-        } else {
-            self.cfg
-                .profile
-                .session_ccr(req, &session_id, number, pinned.as_deref())
-        };
-        let ccfh = ccfh.unwrap_or(self.cfg.credit_control_failure_handling);
+            let session_id = self.new_session_id();
+            sessions.insert(
+                correlation.to_string(),
+                ClientSession {
+                    session_id: session_id.clone(),
+                    model,
+                    next_number: 1,
+                    pinned: None,
+                    ccfh: None,
+                    failover: false,
+                    subscribers: subscribers.to_vec(),
+                },
+            );
+            // A first request may go to any server (RFC 4006 §5.5: new sessions may use a
+            // secondary).
+            return Ok(Slot {
+                session_id,
+                number: 0,
+                pinned: None,
+                ccfh: None,
+                may_move: true,
+                subscribers: Vec::new(),
+            });
+        }
+        let s = sessions
+            .get_mut(correlation)
+            .filter(|s| s.model == model)
+            .ok_or_else(|| Ch2Error::UnknownCorrelation(correlation.to_string()))?;
+        let number = s.next_number;
+        s.next_number += 1;
+        Ok(Slot {
+            session_id: s.session_id.clone(),
+            number,
+            pinned: s.pinned.clone(),
+            ccfh: s.ccfh,
+            may_move: s.failover,
+            subscribers: if subscribers.is_empty() {
+                s.subscribers.clone()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    /// Sends one request of a session (SCUR or ECUR) under CCFH and updates the session.
+    async fn in_session(
+        &self,
+        correlation: &str,
+        slot: Slot,
+        msg: Message,
+        last: bool,
+    ) -> Response {
+        let ccfh = slot
+            .ccfh
+            .unwrap_or(self.cfg.credit_control_failure_handling);
         let r = self
             .exchange(
                 msg,
-                &session_id,
-                number,
-                pinned,
+                &slot.session_id,
+                slot.number,
+                slot.pinned,
                 Policy::Ccfh(ccfh),
-                failover,
+                slot.may_move,
             )
             .await;
-        self.after(&req.correlation_id, req.phase == SessionPhase::Stop, &r);
-        Ok(r)
+        self.after(correlation, last, &r);
+        r
+    }
+
+    /// A CH-2 SessionRequest.
+    pub async fn session(&self, req: &SessionRequest) -> Result<Response, Ch2Error> {
+        let first = req.phase == SessionPhase::Start;
+        let slot =
+            self.next_in_session(&req.correlation_id, Model::Session, first, &req.subscribers)?;
+        let msg = if slot.subscribers.is_empty() {
+            self.cfg
+                .profile
+                .session_ccr(req, &slot.session_id, slot.number, slot.pinned.as_deref())
+        } else {
+            let mut with = req.clone();
+            with.subscribers = slot.subscribers.clone();
+            self.cfg.profile.session_ccr(
+                &with,
+                &slot.session_id,
+                slot.number,
+                slot.pinned.as_deref(),
+            )
+        };
+        let last = req.phase == SessionPhase::Stop;
+        Ok(self.in_session(&req.correlation_id, slot, msg, last).await)
     }
 
     /// A CH-2 EventRequest.
     pub async fn event(&self, req: &EventRequest) -> Result<Response, Ch2Error> {
         match req.action {
             EventAction::ReserveUnits | EventAction::DebitUnits => {
-                let (session_id, number, pinned, ccfh, failover, known) = {
-                    let mut sessions = lock(&self.sessions);
-                    if req.action == EventAction::ReserveUnits {
-                        if sessions.contains_key(&req.correlation_id) {
-                            return Err(Ch2Error::AlreadyOpen(req.correlation_id.clone()));
-                        }
-                        let sid = self.new_session_id();
-                        sessions.insert(
-                            req.correlation_id.clone(),
-                            ClientSession {
-                                session_id: sid.clone(),
-                                model: Model::Ecur,
-                                next_number: 1,
-                                pinned: None,
-                                ccfh: None,
-                                failover: false,
-                                subscribers: req.subscribers.clone(),
-                            },
-                        );
-                        (sid, 0, None, None, true, Vec::new())
-                    } else {
-                        let s = sessions
-                            .get_mut(&req.correlation_id)
-                            .filter(|s| s.model == Model::Ecur)
-                            .ok_or_else(|| {
-                                Ch2Error::UnknownCorrelation(req.correlation_id.clone())
-                            })?;
-                        // ECUR allows one debit per reservation: CC-Request-Number 1.
-                        let n = s.next_number;
-                        s.next_number += 1;
-                        (
-                            s.session_id.clone(),
-                            n,
-                            s.pinned.clone(),
-                            s.ccfh,
-                            s.failover,
-                            s.subscribers.clone(),
-                        )
-                    }
-                };
-                let msg = if req.subscribers.is_empty() && !known.is_empty() {
-                    let mut with = req.clone();
-                    with.subscribers = known;
-                    self.cfg
-                        .profile
-                        .event_ccr(&with, &session_id, number, pinned.as_deref())
-                } else {
-                    self.cfg
-                        .profile
-                        .event_ccr(req, &session_id, number, pinned.as_deref())
-                };
-                let ccfh = ccfh.unwrap_or(self.cfg.credit_control_failure_handling);
-                let r = self
-                    .exchange(
-                        msg,
-                        &session_id,
-                        number,
-                        pinned,
-                        Policy::Ccfh(ccfh),
-                        failover,
-                    )
-                    .await;
-                self.after(
+                // ECUR allows one debit per reservation: CC-Request-Number 0 then 1.
+                let first = req.action == EventAction::ReserveUnits;
+                let slot = self.next_in_session(
                     &req.correlation_id,
-                    req.action == EventAction::DebitUnits,
-                    &r,
-                );
-                Ok(r)
+                    Model::Ecur,
+                    first,
+                    &req.subscribers,
+                )?;
+                let msg = if slot.subscribers.is_empty() {
+                    self.cfg.profile.event_ccr(
+                        req,
+                        &slot.session_id,
+                        slot.number,
+                        slot.pinned.as_deref(),
+                    )
+                } else {
+                    let mut with = req.clone();
+                    with.subscribers = slot.subscribers.clone();
+                    self.cfg.profile.event_ccr(
+                        &with,
+                        &slot.session_id,
+                        slot.number,
+                        slot.pinned.as_deref(),
+                    )
+                };
+                Ok(self
+                    .in_session(&req.correlation_id, slot, msg, !first)
+                    .await)
             }
             _ => {
                 // IEC: a session of one request (RFC 4006 §6.3), number 0.
@@ -536,21 +546,8 @@ impl Ch2Client {
         };
         Response {
             outcome,
-            result_code: None,
-            service_result_code: None,
-            granted: None,
-            validity_time_s: None,
-            final_unit_action: None,
-            quota_threshold: None,
-            cost: None,
-            remaining_balance: None,
-            enough_credit: None,
-            credit_control_failure_handling: None,
-            cc_session_failover: None,
-            answered_by: None,
-            session_id: session_id.to_string(),
-            cc_request_number: number,
             failure: Some(why),
+            ..Response::empty(session_id, number)
         }
     }
 

@@ -16,11 +16,12 @@ use super::*;
 use tollgate_codec::codes::*;
 use tollgate_codec::{ApplicationId, Avp, CommandCode, Message, ResultCode};
 
-/// CC-Request-Type values (RFC 4006 §8.3).
-pub const INITIAL_REQUEST: i32 = 1;
-pub const UPDATE_REQUEST: i32 = 2;
-pub const TERMINATION_REQUEST: i32 = 3;
-pub const EVENT_REQUEST: i32 = 4;
+use crate::ccr::RequestType;
+
+const INITIAL_REQUEST: i32 = RequestType::Initial as i32;
+const UPDATE_REQUEST: i32 = RequestType::Update as i32;
+const TERMINATION_REQUEST: i32 = RequestType::Termination as i32;
+const EVENT_REQUEST: i32 = RequestType::Event as i32;
 
 /// Node-Functionality AS (TS 32.299 §7.2.118): the IM server is an IMS application server.
 const NODE_FUNCTIONALITY_AS: i32 = 6;
@@ -353,22 +354,9 @@ fn final_unit_action(fui: &Avp) -> Option<FinalUnitAction> {
 pub fn response_from_cca(cca: &Message, session_id: &str, number: u32) -> Response {
     let code = cca.result_code().map(|c| c.0);
     let mut r = Response {
-        outcome: Outcome::Failed,
         result_code: code,
-        service_result_code: None,
-        granted: None,
-        validity_time_s: None,
-        final_unit_action: None,
-        quota_threshold: None,
-        cost: None,
-        remaining_balance: None,
-        enough_credit: None,
-        credit_control_failure_handling: None,
-        cc_session_failover: None,
         answered_by: cca.origin_host().map(str::to_string),
-        session_id: session_id.to_string(),
-        cc_request_number: number,
-        failure: None,
+        ..Response::empty(session_id, number)
     };
     for a in &cca.avps {
         if a.is(GRANTED_SERVICE_UNIT) {

@@ -398,6 +398,28 @@ pub struct Response {
 }
 
 impl Response {
+    /// A Failed response with nothing in it, for `session_id` / `number`.
+    pub fn empty(session_id: &str, cc_request_number: u32) -> Response {
+        Response {
+            outcome: Outcome::Failed,
+            result_code: None,
+            service_result_code: None,
+            granted: None,
+            validity_time_s: None,
+            final_unit_action: None,
+            quota_threshold: None,
+            cost: None,
+            remaining_balance: None,
+            enough_credit: None,
+            credit_control_failure_handling: None,
+            cc_session_failover: None,
+            answered_by: None,
+            session_id: session_id.to_string(),
+            cc_request_number,
+            failure: None,
+        }
+    }
+
     pub fn allows_service(&self) -> bool {
         self.outcome.allows_service()
     }
