@@ -192,6 +192,22 @@ impl Avp {
         out.put_bytes(0, padded(len) - len);
     }
 
+    /// Writes header and data at the start of `out`, which is at least [`Avp::wire_len`]
+    /// long and zeroed (the padding is left as it is); returns the octets taken with padding.
+    pub fn write_into(&self, out: &mut [u8]) -> usize {
+        let len = self.len().min(MAX_AVP_LEN);
+        out[..4].copy_from_slice(&self.code.to_be_bytes());
+        out[4..8].copy_from_slice(&((u32::from(self.flags.0) << 24) | len as u32).to_be_bytes());
+        let mut at = 8;
+        if self.flags.is_vendor() {
+            out[8..12].copy_from_slice(&self.vendor_id.to_be_bytes());
+            at = 12;
+        }
+        let data = &self.data[..len - at];
+        out[at..len].copy_from_slice(data);
+        padded(len)
+    }
+
     /// Reads one AVP from `buf` at `*pos` (the caller's whole message or group payload),
     /// checking that its header and declared length fit (§4.1). Advances `*pos` past padding.
     pub fn read(buf: &Bytes, pos: &mut usize) -> Result<Avp, ProtocolError> {

@@ -266,6 +266,20 @@ impl Header {
     }
 
     /// Writes the 20 octets.
+    /// Writes the 20 header octets into `out[..20]`.
+    pub fn write_into(&self, out: &mut [u8]) {
+        let words = [
+            (u32::from(self.version) << 24) | (self.length & 0x00ff_ffff),
+            (u32::from(self.flags.0) << 24) | (self.command.0 & 0x00ff_ffff),
+            self.application.0,
+            self.hop_by_hop,
+            self.end_to_end,
+        ];
+        for (chunk, w) in out.chunks_exact_mut(4).zip(words) {
+            chunk.copy_from_slice(&w.to_be_bytes());
+        }
+    }
+
     pub fn write(&self, out: &mut impl BufMut) {
         out.put_u32((u32::from(self.version) << 24) | (self.length & 0x00ff_ffff));
         out.put_u32((u32::from(self.flags.0) << 24) | (self.command.0 & 0x00ff_ffff));
