@@ -24,7 +24,11 @@ async fn run(db: &Database, naive: bool, run: u32) -> f64 {
             max_connections: 16,
             ..PoolConfig::default()
         },
-        batch: BatchConfig::default(),
+        batch: BatchConfig {
+            // TOLLGATE_BENCH_WORKERS tries other shardings (batch size ≈ callers / workers).
+            workers: workers(),
+            ..BatchConfig::default()
+        },
         naive_one_tx_per_op: naive,
         expire_chunk: 0,
     };
@@ -71,6 +75,15 @@ async fn run(db: &Database, naive: bool, run: u32) -> f64 {
         t.await.expect("task");
     }
     pairs.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
+}
+
+/// Batch workers: the default, or TOLLGATE_BENCH_WORKERS to try other shardings (a batch
+/// holds about callers / workers ops).
+fn workers() -> usize {
+    std::env::var("TOLLGATE_BENCH_WORKERS")
+        .ok()
+        .and_then(|w| w.parse().ok())
+        .unwrap_or(BatchConfig::default().workers)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -137,7 +150,7 @@ async fn bench_group_commit_vs_naive() {
     let (g, n) = (median(group), median(naive));
     println!(
         "BENCH callers={CALLERS} seconds={SECONDS} workers={}: group commit median {g:.0} pairs/s = {:.0} ops/s; naive one-tx-per-op median {n:.0} pairs/s = {:.0} ops/s; ratio {:.1}x",
-        BatchConfig::default().workers,
+        workers(),
         2.0 * g,
         2.0 * n,
         g / n
