@@ -30,6 +30,8 @@ pub enum Flow {
     Iec,
     /// One of each in turn.
     Mix,
+    /// CCR-I only: the sessions stay open (until Tcc), to measure what an open session costs.
+    Open,
 }
 
 #[derive(Args, Debug)]
@@ -240,6 +242,13 @@ impl Shared {
                 ));
                 self.ask(client, t, tally).await;
             }
+            Flow::Open => {
+                let i = self
+                    .ccr(client, &session, 1, 0)
+                    .with(sub)
+                    .with(mscc(Some(Avp::from_u32(CC_TIME, 60)), None));
+                self.ask(client, i, tally).await;
+            }
             Flow::Iec => {
                 let e = self
                     .ccr(client, &session, 4, 0)
@@ -258,7 +267,7 @@ impl Shared {
         match self.args.flow {
             Flow::Session => f64::from(self.args.updates + 2),
             Flow::Ecur => 2.0,
-            Flow::Iec => 1.0,
+            Flow::Iec | Flow::Open => 1.0,
             Flow::Mix => (f64::from(self.args.updates + 2) + 3.0) / 3.0,
         }
     }
