@@ -397,10 +397,6 @@ pub fn response_from_cca(cca: &Message, session_id: &str, number: u32) -> Respon
         (Some(c), _) => outcome_of(c),
         (None, _) => Outcome::Failed,
     };
-    if r.outcome == Outcome::Granted && r.service_result_code.is_none() && r.granted.is_none() {
-        // A success without MSCC (balance check, price enquiry, a debit) grants nothing new.
-        r.granted = None;
-    }
     r
 }
 
