@@ -508,3 +508,121 @@ async fn tls_client_ca_admits_its_certificates_and_refuses_others() {
     server.stop();
     store.drop_store().await;
 }
+
+/// A rustls client (tokio-rustls) verifying the server certificate against the server CA and
+/// the name ocs.test, optionally presenting a client certificate.
+async fn rustls_stream(
+    addr: SocketAddr,
+    pki: &Pki,
+    cert: Option<&Pem>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in tollgate_peer::tls::certificates(&pki.server_ca.cert).unwrap() {
+        roots.add(c).unwrap();
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots);
+    let config = match cert {
+        Some(p) => builder
+            .with_client_auth_cert(
+                tollgate_peer::tls::certificates(&p.cert).unwrap(),
+                tollgate_peer::tls::private_key(&p.key).unwrap(),
+            )
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("ocs.test").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// Tollgate's own peer layer as a client, over a rustls client stream.
+fn client_node(host: &str) -> std::sync::Arc<tollgate_peer::Node> {
+    tollgate_peer::Node::new(
+        tollgate_peer::LocalPeer::new(host, "test"),
+        tollgate_peer::PeerLimits::default(),
+        std::sync::Arc::new(tollgate_codec::Dictionary::builtin().clone()),
+        None,
+        &[ApplicationId::CREDIT_CONTROL],
+    )
+}
+
+/// A rustls client completes CER/CEA, a CCR-I/CCR-T and DPR/DPA; with client certificates
+/// required, a rustls client with a certificate from another CA (or none) gets no CEA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rustls_client_completes_the_exchange() {
+    if !openssl_available() {
+        return;
+    }
+    let store = Store::new(Backend::Sqlite).await.unwrap();
+    common::provision(&store, "10.00");
+    let pki = make_pki(&store.dir);
+    let config = write_config(&store, &pki, true);
+    let (server, tls) = start_tls_server(&store, &config);
+
+    let node = client_node("good.test");
+    let stream = rustls_stream(tls, &pki, Some(&pki.good_client))
+        .await
+        .unwrap();
+    let peer = node.connect_once(stream).await.unwrap();
+    assert_eq!(peer, "ocs.test");
+    let ccr = |kind: i32, number: u32| {
+        Message::request(
+            CommandCode::CREDIT_CONTROL,
+            ApplicationId::CREDIT_CONTROL,
+            true,
+        )
+        .with(Avp::from_str(SESSION_ID, "good.test;rustls;1"))
+        .with(Avp::from_str(ORIGIN_HOST, "good.test"))
+        .with(Avp::from_str(ORIGIN_REALM, "test"))
+        .with(Avp::from_str(DESTINATION_REALM, "test"))
+        .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+        .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
+        .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
+        .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
+    };
+    let i = ccr(1, 0)
+        .with(common::subscription(0, "15550000001"))
+        .with(common::mscc(
+            None,
+            Some(Avp::from_u32(CC_TIME, 60)),
+            None,
+            None,
+        ));
+    let a = node.request(Some(&peer), i, IO_TIMEOUT).await.unwrap();
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
+    let t = ccr(3, 1).with(common::mscc(
+        None,
+        None,
+        Some(Avp::from_u32(CC_TIME, 25)),
+        Some(2),
+    ));
+    let a = node.request(Some(&peer), t, IO_TIMEOUT).await.unwrap();
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
+    // DPR/DPA, then the connection closes.
+    node.shutdown(IO_TIMEOUT).await;
+    assert_eq!(store.account("alice")["balance_minor"].as_i64(), Some(975));
+
+    for (name, cert) in [("rogue", Some(&pki.rogue_client)), ("nocert", None)] {
+        let node = client_node(&format!("{name}.test"));
+        // TLS 1.3 reports a refused client certificate after the client's side of the
+        // handshake, so the refusal shows at the handshake or as a CER without CEA.
+        match rustls_stream(tls, &pki, cert).await {
+            Err(e) => println!("{name}: handshake refused: {e}"),
+            Ok(stream) => {
+                let r = node.connect_once(stream).await;
+                assert!(r.is_err(), "{name}: capabilities exchange over TLS: {r:?}");
+                println!("{name}: no CEA, as expected");
+            }
+        }
+    }
+    server.stop();
+    store.verify();
+    store.drop_store().await;
+}
