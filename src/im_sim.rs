@@ -111,6 +111,11 @@ pub struct ImSimArgs {
     pub wire_log: Option<PathBuf>,
 }
 
+fn units_u32(u: Option<Ch2Units>) -> u32 {
+    u.map(|g| u32::try_from(g.amount()).unwrap_or(u32::MAX))
+        .unwrap_or(0)
+}
+
 struct Sim {
     client: Arc<Ch2Client>,
     args: ImSimArgs,
@@ -241,7 +246,7 @@ impl Sim {
     /// grant with SessionRequest(interim) and the last with stop. Returns the seconds charged.
     async fn talk(&mut self, correlation: &str, first: &Response) -> anyhow::Result<()> {
         let mut left = u32::try_from(self.args.talk.as_secs()).unwrap_or(u32::MAX);
-        let mut grant = first.granted.map(|g| g.amount()).unwrap_or(0) as u32;
+        let mut grant = units_u32(first.granted);
         let mut last = first.final_unit_action.is_some();
         if first.outcome != Outcome::Granted {
             // Free (4011) or uncharged (CCFH CONTINUE): the session runs without CH-2.
@@ -252,7 +257,9 @@ impl Sim {
             return Ok(());
         }
         loop {
-            if left <= grant || last {
+            // A grant of nothing (or the last grant) ends the session: asking again for the
+            // same would loop for ever.
+            if left <= grant || last || grant == 0 {
                 let used = left.min(grant);
                 if used < left {
                     self.note(&format!(
@@ -308,7 +315,7 @@ impl Sim {
                 self.note("session continues without credit control");
                 return Ok(());
             }
-            grant = r.granted.map(|g| g.amount()).unwrap_or(0) as u32;
+            grant = units_u32(r.granted);
             last = r.final_unit_action.is_some();
         }
     }

@@ -227,6 +227,7 @@ impl Ch2Client {
 
     fn new_session_id(&self) -> String {
         // RFC 6733 §8.8: <DiameterIdentity>;<high 32 bits>;<low 32 bits>, unique over reboots.
+        // The low part wraps at 2^32, as §8.8 allows.
         let n = self.counter.fetch_add(1, Ordering::Relaxed) as u32;
         format!("{};{};{}", self.cfg.profile.origin_host, self.epoch, n)
     }
@@ -258,8 +259,8 @@ impl Ch2Client {
                     subscribers: subscribers.to_vec(),
                 },
             );
-            // A first request may go to any server (RFC 4006 §5.5: new sessions may use a
-            // secondary).
+            // A first request may go to any server: nothing is pinned yet, and a new session
+            // may always start on a secondary (spec §2.7).
             return Ok(Slot {
                 session_id,
                 number: 0,
