@@ -28,6 +28,7 @@ impl Ledger for NoLedger {
             from_allowance: 0,
             unbilled: Money(0),
             next: req.next.map(|n| grant(n.requested_units, n.expires_at)),
+            session_open: None,
         }))
     }
     async fn release(&self, _req: ReleaseRequest) -> Result<Released, LedgerError> {

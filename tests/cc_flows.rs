@@ -417,6 +417,34 @@ on_both_backends!(two_rating_groups_in_one_ccr, "10.00", |store, server, c| {
     assert_eq!(balance(&store), (970, 0));
 });
 
+// A CCR-T that reports one of two rating groups: the reported one is posted, the other's
+// reservation is released by the same CCR-T (a final commit that leaves something open does
+// not skip the release).
+on_both_backends!(
+    ccr_t_releases_what_it_does_not_report,
+    "10.00",
+    |store, server, c| {
+        let sid = "im.test;6;half";
+        let i = c
+            .ccr(sid, 1, 0)
+            .with(subscription(0, "15550000001"))
+            .with(Avp::from_enum(MULTIPLE_SERVICES_INDICATOR, 1))
+            .with(mscc(Some(10), Some(Avp::from_u32(CC_TIME, 60)), None, None))
+            .with(mscc(Some(20), Some(Avp::from_u32(CC_TIME, 60)), None, None));
+        assert_eq!(c.ask(i).await.result_code(), Some(ResultCode::SUCCESS));
+        assert_eq!(balance(&store), (1000, 180));
+        let t = c.ccr(sid, 3, 1).with(mscc(
+            Some(10),
+            None,
+            Some(Avp::from_u32(CC_TIME, 10)),
+            Some(2),
+        ));
+        assert_eq!(c.ask(t).await.result_code(), Some(ResultCode::SUCCESS));
+        // 10 s of RG 10 charged; RG 20's 1.20 back.
+        assert_eq!(balance(&store), (990, 0));
+    }
+);
+
 on_both_backends!(
     ro_and_oma_im_payloads_land_in_the_charging_record,
     "10.00",

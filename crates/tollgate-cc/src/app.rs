@@ -277,6 +277,8 @@ impl CreditControl {
     async fn termination(&self, m: &Message, ccr: &Ccr, cca: &mut Cca<'_>) -> Result<(), Stop> {
         let cdr = charging_data(m, ccr);
         let mut touched = 0u32;
+        // Reservations the session still holds after the last commit (None: not known).
+        let mut still_open: Option<u32> = None;
         for s in ccr.services.iter().filter(|s| s.used.is_some()) {
             let outcome = self
                 .ledger
@@ -294,29 +296,35 @@ impl CreditControl {
             match outcome {
                 CommitOutcome::Committed(c) => {
                     touched += 1;
+                    still_open = c.session_open;
                     a.result = ResultCode::SUCCESS;
                     a.charged = Some(c.charged);
                 }
                 CommitOutcome::Refused(Refusal::NoReservation) => continue,
                 CommitOutcome::Refused(r) => {
                     touched += 1;
+                    still_open = None;
                     a.result = ResultCode(r.result_code());
                 }
             }
             cca.services.push(a);
         }
-        // Whatever is still reserved for this session (services not reported) returns.
-        let released = self
-            .ledger
-            .release(ReleaseRequest {
-                key: self.key(ccr, Some(REST_OF_SESSION)),
-                session_ref: ccr.session_id.clone(),
-                service: None,
-                cdr: (touched == 0).then(|| cdr.clone()),
-            })
-            .await?;
-        if touched == 0 && released.reservations == 0 {
-            return Err(Stop::Result(ResultCode::UNKNOWN_SESSION_ID, None));
+        // Whatever is still reserved for this session (services not reported) returns; when
+        // the last final commit saw nothing left open, there is nothing to release and the
+        // ledger operation is saved.
+        if !(touched > 0 && still_open == Some(0)) {
+            let released = self
+                .ledger
+                .release(ReleaseRequest {
+                    key: self.key(ccr, Some(REST_OF_SESSION)),
+                    session_ref: ccr.session_id.clone(),
+                    service: None,
+                    cdr: (touched == 0).then(|| cdr.clone()),
+                })
+                .await?;
+            if touched == 0 && released.reservations == 0 {
+                return Err(Stop::Result(ResultCode::UNKNOWN_SESSION_ID, None));
+            }
         }
         cca.result = ResultCode::SUCCESS;
         if self.cfg.cost_information {

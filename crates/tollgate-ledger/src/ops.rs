@@ -599,6 +599,7 @@ impl Exec<'_> {
                 from_allowance: from_allowance as u64,
                 unbilled: Money(unbilled),
                 next: None,
+                session_open: None,
             },
             s_used,
             s_charged,
@@ -689,6 +690,8 @@ impl Exec<'_> {
             }
         }
         if r.final_commit {
+            let open = self.open_reservations(&r.session_ref, None).await?.len();
+            committed.session_open = Some(u32::try_from(open).unwrap_or(u32::MAX));
             self.cdr(
                 &account.id,
                 "session",

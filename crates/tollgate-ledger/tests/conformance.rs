@@ -609,6 +609,7 @@ async fn edges(test_db: TestDb) {
                 final_grant: false,
                 expires_at: exp(900)
             })),
+            session_open: None
         })
     );
     // Changed duplicate of a commit: an error, nothing changes.
@@ -630,7 +631,8 @@ async fn edges(test_db: TestDb) {
             charged: Money(70),
             from_allowance: 0,
             unbilled: Money(30),
-            next: None
+            next: None,
+            session_open: Some(0)
         })
     );
     let b = l.balance(&sub("15550000010")).await.expect("balance");
@@ -692,7 +694,8 @@ async fn edges(test_db: TestDb) {
             charged: Money(30),
             from_allowance: 0,
             unbilled: Money(20),
-            next: None
+            next: None,
+            session_open: Some(0)
         })
     );
     assert_eq!(
@@ -922,7 +925,8 @@ async fn edges(test_db: TestDb) {
                 charged: Money(30),
                 from_allowance: 0,
                 unbilled: Money(0),
-                next: None
+                next: None,
+                session_open: Some(0)
             })
         );
     }
@@ -974,6 +978,54 @@ async fn edges(test_db: TestDb) {
             from_allowance: 10,
             charged: Money(20)
         }
+    );
+
+    // A final commit says what else of the session is still open (a CCR-T skips its release
+    // only when that is nothing): two services, the first final commit leaves one open.
+    let rg20 = ServiceKey {
+        rating_group: Some(20),
+        ..ServiceKey::context(CTX)
+    };
+    for (n, svc) in [(0u32, ServiceKey::context(CTX)), (1, rg20.clone())] {
+        let r = ReserveRequest {
+            service: svc,
+            ..reserve(key("two", n), "15550000013", "two", Some(60), exp(600))
+        };
+        assert!(matches!(
+            l.reserve(r).await.expect("reserve"),
+            ReserveOutcome::Granted(_)
+        ));
+    }
+    let first = l
+        .commit(commit(key("two", 2), "two", 10, false, true, exp(0)))
+        .await
+        .expect("final 1");
+    assert!(
+        matches!(
+            first,
+            CommitOutcome::Committed(Committed {
+                session_open: Some(1),
+                ..
+            })
+        ),
+        "{first:?}"
+    );
+    let second = l
+        .commit(CommitRequest {
+            service: rg20,
+            ..commit(key("two", 3), "two", 10, false, true, exp(0))
+        })
+        .await
+        .expect("final 2");
+    assert!(
+        matches!(
+            second,
+            CommitOutcome::Committed(Committed {
+                session_open: Some(0),
+                ..
+            })
+        ),
+        "{second:?}"
     );
 
     let rep = admin::verify(&db).await.expect("verify");

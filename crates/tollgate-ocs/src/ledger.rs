@@ -126,6 +126,11 @@ pub struct Committed {
     pub unbilled: Money,
     /// The next reservation, when one was requested.
     pub next: Option<ReserveOutcome>,
+    /// After a final commit: reservations of the session still open (other services), so a
+    /// CCR-T can skip a release that would find nothing. None when not counted (not final, or
+    /// an outcome stored before this field existed: the caller then releases, as before).
+    #[serde(default)]
+    pub session_open: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
