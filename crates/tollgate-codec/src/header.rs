@@ -265,7 +265,6 @@ impl Header {
         Ok(())
     }
 
-    /// Writes the 20 octets.
     /// Writes the 20 header octets into `out[..20]`.
     pub fn write_into(&self, out: &mut [u8]) {
         let words = [
@@ -280,11 +279,10 @@ impl Header {
         }
     }
 
+    /// Writes the 20 octets.
     pub fn write(&self, out: &mut impl BufMut) {
-        out.put_u32((u32::from(self.version) << 24) | (self.length & 0x00ff_ffff));
-        out.put_u32((u32::from(self.flags.0) << 24) | (self.command.0 & 0x00ff_ffff));
-        out.put_u32(self.application.0);
-        out.put_u32(self.hop_by_hop);
-        out.put_u32(self.end_to_end);
+        let mut b = [0u8; HEADER_LEN];
+        self.write_into(&mut b);
+        out.put_slice(&b);
     }
 }
