@@ -572,21 +572,7 @@ async fn rustls_client_completes_the_exchange() {
         .unwrap();
     let peer = node.connect_once(stream).await.unwrap();
     assert_eq!(peer, "ocs.test");
-    let ccr = |kind: i32, number: u32| {
-        Message::request(
-            CommandCode::CREDIT_CONTROL,
-            ApplicationId::CREDIT_CONTROL,
-            true,
-        )
-        .with(Avp::from_str(SESSION_ID, "good.test;rustls;1"))
-        .with(Avp::from_str(ORIGIN_HOST, "good.test"))
-        .with(Avp::from_str(ORIGIN_REALM, "test"))
-        .with(Avp::from_str(DESTINATION_REALM, "test"))
-        .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
-        .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
-        .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
-        .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
-    };
+    let ccr = |kind, number| common::ccr("good.test", "good.test;rustls;1", kind, number);
     let i = ccr(1, 0)
         .with(common::subscription(0, "15550000001"))
         .with(common::mscc(

@@ -294,20 +294,26 @@ impl Client {
 
     /// A CCR skeleton for this client: Session-Id, identities, Service-Context-Id, type, number.
     pub fn ccr(&self, session: &str, kind: i32, number: u32) -> Message {
-        Message::request(
-            CommandCode::CREDIT_CONTROL,
-            ApplicationId::CREDIT_CONTROL,
-            true,
-        )
-        .with(Avp::from_str(SESSION_ID, session))
-        .with(Avp::from_str(ORIGIN_HOST, &self.host))
-        .with(Avp::from_str(ORIGIN_REALM, "test"))
-        .with(Avp::from_str(DESTINATION_REALM, "test"))
-        .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
-        .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
-        .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
-        .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
+        ccr(&self.host, session, kind, number)
     }
+}
+
+/// A CCR skeleton from `host` (realm test): Session-Id, identities, Service-Context-Id, type,
+/// number.
+pub fn ccr(host: &str, session: &str, kind: i32, number: u32) -> Message {
+    Message::request(
+        CommandCode::CREDIT_CONTROL,
+        ApplicationId::CREDIT_CONTROL,
+        true,
+    )
+    .with(Avp::from_str(SESSION_ID, session))
+    .with(Avp::from_str(ORIGIN_HOST, host))
+    .with(Avp::from_str(ORIGIN_REALM, "test"))
+    .with(Avp::from_str(DESTINATION_REALM, "test"))
+    .with(Avp::from_u32(AUTH_APPLICATION_ID, 4))
+    .with(Avp::from_str(SERVICE_CONTEXT_ID, "32260@3gpp.org"))
+    .with(Avp::from_enum(CC_REQUEST_TYPE, kind))
+    .with(Avp::from_u32(CC_REQUEST_NUMBER, number))
 }
 
 pub fn subscription(kind: i32, data: &str) -> Avp {
