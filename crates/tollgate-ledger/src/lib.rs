@@ -5,8 +5,8 @@
 //! Layout: [`store`] connects (`postgres://…` / `sqlite://…`, one `sqlx::AnyPool`) and migrates
 //! (`migrations/{postgres,sqlite}`); `ops` applies one operation inside a transaction
 //! (idempotency record, reservation, entries, cached sums, charging record) on SQLite and
-//! for the naive baseline; `pg_batch` sends a whole PostgreSQL batch to the PL/pgSQL function of
-//! migration 0002 in one round trip; [`sql_ledger`]
+//! for the naive baseline; `pg_batch` applies a whole PostgreSQL batch (lock, read, decide in
+//! memory with the same semantics, write every row in one statement); [`sql_ledger`]
 //! is the group-commit batcher and the `Ledger` impl; [`admin`] holds account/tariff
 //! provisioning and `verify`; [`cli`] the clap subcommands the root binary mounts. The schema
 //! and its invariants are documented for auditors in docs/ledger.md.

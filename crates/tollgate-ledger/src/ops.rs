@@ -107,7 +107,7 @@ pub(crate) fn to_i64(v: u64) -> Result<i64, LedgerError> {
         reason: "unit count beyond 2^63",
     })
 }
-fn to_u64(v: i64) -> u64 {
+pub(crate) fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
@@ -123,7 +123,7 @@ pub(crate) struct AccountRow {
 }
 
 impl AccountRow {
-    fn available(&self) -> i64 {
+    pub(crate) fn available(&self) -> i64 {
         self.balance - self.reserved + self.credit_limit
     }
     pub(crate) fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {

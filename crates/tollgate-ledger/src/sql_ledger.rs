@@ -4,9 +4,9 @@
 //! which has one writer anyway). A worker takes the first queued op, keeps collecting until
 //! `max_batch` ops or `max_wait_us` have passed, then applies the whole batch in ONE
 //! transaction, in arrival order, commits once, and only then answers every caller: durable
-//! before answered. On PostgreSQL the batch is one round trip: the PL/pgSQL function of
-//! migration 0002 (`pg_batch`) locks every account the batch will touch in id order and applies
-//! the ops; SQLite (and the naive baseline) run `ops.rs` statement by statement in-process.
+//! before answered. On PostgreSQL (`pg_batch`) the batch locks every account it will touch in
+//! id order, reads what its ops need, decides them in memory and writes every row in one
+//! statement; SQLite (and the naive baseline) run `ops.rs` statement by statement.
 //!
 //! Sharding: ops are routed to a worker by their account (hash of the Subscription-Id; a commit
 //! or release, which names only its session, goes where the session's reserve went, else by a
@@ -91,7 +91,7 @@ struct Inner {
 }
 
 impl Inner {
-    /// One attempt at a batch: the PL/pgSQL function on PostgreSQL (one round trip), `ops.rs`
+    /// One attempt at a batch: `pg_batch` on PostgreSQL (a fixed number of statements), `ops.rs`
     /// statement by statement on SQLite and for the naive baseline.
     async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
         if self.db.dialect == Dialect::Postgres && !self.cfg.naive_one_tx_per_op {

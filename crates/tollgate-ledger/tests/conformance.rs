@@ -502,8 +502,8 @@ async fn account(
 }
 
 /// Edges the main suite does not reach. Same assertions on both backends: on PostgreSQL the
-/// batch runs in the PL/pgSQL function of migration 0002, on SQLite in ops.rs, so passing on
-/// both proves they answer (and write) the same.
+/// batch is decided by pg_batch.rs and written set-based, on SQLite by ops.rs statement by
+/// statement, so passing on both proves they answer (and write) the same.
 async fn edges(test_db: TestDb) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let ledger = SqlLedger::connect(&test_db.url, LedgerConfig::default(), clock.clone())
