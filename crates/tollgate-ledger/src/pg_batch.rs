@@ -40,11 +40,8 @@ pub(crate) async fn run_batch(
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
     let mut conn = db.pool.acquire().await?;
-    // enable_seqscan = off: every statement here is a key lookup, but on a small, hot accounts
-    // table the planner picks sequential scans, which walk every dead row version left by
-    // recent batches. The setting lasts for this transaction only.
-    conn.execute("BEGIN; SET LOCAL enable_seqscan = off")
-        .await?;
+    // BEGIN, and plan every statement as the keyed lookup it is (see `Dialect::begin`).
+    conn.execute(db.dialect.begin()).await?;
     let result = apply_and_write(&mut conn, now, ops).await;
     match result {
         Ok(out) => {
@@ -170,6 +167,11 @@ struct Stored {
 #[derive(Serialize)]
 struct Resolution {
     id: String,
+    /// Always "open": the status the row must still have. It travels with the row rather than
+    /// as a constant in the SQL so the planner cannot answer `status = 'open'` from the partial
+    /// index `reservations_expiry` (a scan of every open reservation, and until the next vacuum
+    /// of every recently resolved one) and looks each row up by its primary key instead.
+    from_status: &'static str,
     status: &'static str,
     used_units: i64,
     charged: i64,
@@ -669,6 +671,7 @@ impl BatchState {
         }
         self.resolutions.push(Resolution {
             id: id.to_string(),
+            from_status: "open",
             status,
             used_units: used,
             charged,
@@ -1233,9 +1236,9 @@ new_res AS (INSERT INTO reservations (id, account_id, session_ref, service_conte
     resolved_at_ms bigint)), \
 resolved AS (UPDATE reservations r SET status = x.status, used_units = x.used_units, \
     charged = x.charged, resolved_at_ms = x.resolved_at_ms \
-  FROM jsonb_to_recordset(CAST($3 AS JSONB)) AS x(id text, status text, used_units bigint, \
-    charged bigint, resolved_at_ms bigint) \
-  WHERE r.id = x.id AND r.status = 'open' RETURNING 1), \
+  FROM jsonb_to_recordset(CAST($3 AS JSONB)) AS x(id text, from_status text, status text, \
+    used_units bigint, charged bigint, resolved_at_ms bigint) \
+  WHERE r.id = x.id AND r.status = x.from_status RETURNING 1), \
 entries AS (INSERT INTO ledger_entries (account_id, kind, amount, pending_delta, allowance_id, \
     units, pending_units, reservation_id, used_units, unbilled, request_key, created_at_ms) \
   SELECT x.account_id, x.kind, x.amount, x.pending_delta, x.allowance_id, x.units, \

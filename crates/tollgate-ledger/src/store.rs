@@ -36,9 +36,27 @@ impl Dialect {
             Dialect::Sqlite => "",
         }
     }
+    /// Start a ledger transaction (one round trip).
+    ///
+    /// PostgreSQL: every statement of a ledger transaction looks rows up by key for a handful
+    /// of keys, so it is planned for that: nested loops over index scans, no sequential,
+    /// bitmap, hash or merge scans, for this transaction only. Left to itself the planner
+    /// reads "open reservations of these sessions" (or "these reservation ids") by scanning
+    /// the whole partial index `reservations_expiry` (`WHERE status = 'open'`), which until a
+    /// vacuum still holds an entry for every reservation resolved since the last one: measured
+    /// 1.7–2.6 ms per statement with 39 k such entries against 0.05 ms for the keyed lookup,
+    /// and growing with traffic. Likewise it scans the small, hot `accounts` table
+    /// sequentially, walking every dead row version recent transactions left. Plans are also
+    /// generic (planned once per connection): the parameters are keys and JSON row sets that no
+    /// plan depends on, and re-planning the batch's statements for every batch measured ~1.3 ms
+    /// of PostgreSQL CPU per batch, a third as much as executing them.
     pub(crate) fn begin(self) -> &'static str {
         match self {
-            Dialect::Postgres => "BEGIN",
+            Dialect::Postgres => {
+                "BEGIN; SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off; \
+                 SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; \
+                 SET LOCAL plan_cache_mode = force_generic_plan"
+            }
             // Take the write lock up front so two writers never deadlock on lock upgrade.
             Dialect::Sqlite => "BEGIN IMMEDIATE",
         }
