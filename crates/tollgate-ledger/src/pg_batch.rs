@@ -131,9 +131,9 @@ impl Reservation {
     }
 }
 
-const RESERVATION_COLS: &str = "id, account_id, session_ref, service_context, rating_group, \
-    service_id, unit, allowance_id, allowance_units, pending_amount, price_minor, \
-    price_per_units, session_used, session_charged";
+const RESERVATION_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_context, \
+    r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, r.pending_amount, \
+    r.price_minor, r.price_per_units, r.session_used, r.session_charged";
 
 #[derive(Debug, Clone)]
 struct TariffRow {
@@ -295,7 +295,16 @@ async fn read_locked(
         Op::Reserve(r) => Some(r.session_ref.as_str()),
         _ => None,
     }));
-    let sessions_json = json!(sessions).to_string();
+    // Each session with the status its reservations are wanted in ("open"), as data: with
+    // `status = 'open'` in the SQL the planner may read the partial index `reservations_expiry`
+    // end to end (every open reservation, and until the next vacuum every recently resolved
+    // one) whenever its statistics are stale; with the status as data it can only look each
+    // session up in `reservations_session`.
+    let sessions_json = json!(sessions
+        .iter()
+        .map(|s| json!({"ref": s, "st": "open"}))
+        .collect::<Vec<_>>())
+    .to_string();
     let mut locked: HashMap<String, AccountRow> = HashMap::new();
     let lock_first = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
@@ -303,7 +312,8 @@ async fn read_locked(
              JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
              ON s.sub_type = x.t AND s.sub_data = x.d \
            UNION SELECT r.account_id FROM reservations r \
-             WHERE r.status = 'open' AND r.session_ref IN (SELECT jsonb_array_elements_text(CAST($2 AS JSONB)))) \
+             JOIN jsonb_to_recordset(CAST($2 AS JSONB)) AS x(ref text, st text) \
+             ON r.session_ref = x.ref AND r.status = x.st) \
          ORDER BY a.id FOR UPDATE"
     ))
     .bind(&subs_json)
@@ -329,8 +339,9 @@ async fn read_locked(
         .map(|r| Ok(((r.try_get("t")?, r.try_get("d")?), r.try_get("account_id")?)))
         .collect::<Result<_, sqlx::Error>>()?;
         let open: Vec<Reservation> = sqlx::query(&format!(
-            "SELECT {RESERVATION_COLS} FROM reservations WHERE status = 'open' \
-             AND session_ref IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) ORDER BY id"
+            "SELECT {RESERVATION_COLS} FROM reservations r \
+             JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(ref text, st text) \
+             ON r.session_ref = x.ref AND r.status = x.st ORDER BY r.id"
         ))
         .bind(&sessions_json)
         .fetch_all(&mut *conn)
