@@ -430,6 +430,7 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
         })
     };
     let mut tasks = tokio::task::JoinSet::new();
+    let mut total = Tally::default();
     if concurrency > 0 {
         for _ in 0..concurrency {
             let s = Arc::clone(&shared);
@@ -456,11 +457,14 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<ExitCode> {
             });
             next += interval;
             tokio::time::sleep_until(tokio::time::Instant::from_std(next)).await;
-            // Reap finished flows so the set does not grow without bound.
-            while let Some(Some(_)) = tasks.try_join_next().map(Some) {}
+            // Reap finished flows so the set does not grow without bound, keeping their counts.
+            while let Some(r) = tasks.try_join_next() {
+                if let Ok(t) = r {
+                    total.merge(t);
+                }
+            }
         }
     }
-    let mut total = Tally::default();
     while let Some(r) = tasks.join_next().await {
         if let Ok(t) = r {
             total.merge(t);

@@ -16,7 +16,8 @@ fn requests_total(metrics: &str) -> f64 {
         .sum()
 }
 
-async fn load_agrees_with_server(backend: Backend) {
+/// Closed loop (16 flows at a time) or open loop (`--rate`, CCR/s offered).
+async fn load_agrees_with_server(backend: Backend, rate: Option<u64>) {
     let Some(store) = Store::new(backend).await else {
         return;
     };
@@ -32,14 +33,11 @@ async fn load_agrees_with_server(backend: Backend) {
             "--duration",
             "2s",
         ])
-        .args([
-            "--concurrency",
-            "16",
-            "--subscribers",
-            "20",
-            "--provision",
-            "--quiet",
-        ])
+        .args(match rate {
+            None => vec!["--concurrency".to_string(), "16".to_string()],
+            Some(r) => vec!["--rate".to_string(), r.to_string()],
+        })
+        .args(["--subscribers", "20", "--provision", "--quiet"])
         .arg("--database-url")
         .arg(&store.url)
         .arg("--json")
@@ -55,6 +53,14 @@ async fn load_agrees_with_server(backend: Backend) {
     let s: serde_json::Value = serde_json::from_slice(&std::fs::read(&summary).unwrap()).unwrap();
     let answered = s["answered"].as_u64().unwrap();
     assert!(answered > 0);
+    if let Some(r) = rate {
+        // 2 s at r CCR/s offered: every flow started is counted, not only those still running
+        // when the duration ends.
+        assert!(
+            answered >= r,
+            "{answered} CCRs answered at {r} CCR/s for 2 s: {s}"
+        );
+    }
     assert_eq!(s["answers"]["2001"].as_u64(), Some(answered), "{s}");
     assert_eq!(s["errors"].as_u64(), Some(0));
     for k in ["ccr_per_s", "p50_ms", "p99_ms"] {
@@ -85,10 +91,20 @@ async fn load_agrees_with_server(backend: Backend) {
 
 #[tokio::test]
 async fn load_agrees_with_server_sqlite() {
-    load_agrees_with_server(Backend::Sqlite).await
+    load_agrees_with_server(Backend::Sqlite, None).await
 }
 
 #[tokio::test]
 async fn load_agrees_with_server_postgres() {
-    load_agrees_with_server(Backend::Postgres).await
+    load_agrees_with_server(Backend::Postgres, None).await
+}
+
+#[tokio::test]
+async fn open_loop_load_agrees_with_server_sqlite() {
+    load_agrees_with_server(Backend::Sqlite, Some(200)).await
+}
+
+#[tokio::test]
+async fn open_loop_load_agrees_with_server_postgres() {
+    load_agrees_with_server(Backend::Postgres, Some(200)).await
 }
