@@ -25,7 +25,7 @@
 use crate::ops::ACCOUNT_COLS;
 use crate::ops::{new_reservation_id, to_i64, to_u64, AccountRow, Op, OpOutcome, OpResult};
 use crate::store::Database;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Executor, Row};
@@ -99,41 +99,11 @@ struct Reservation {
 }
 
 impl Reservation {
-    fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        let unit: String = r.try_get("unit")?;
-        let id32 = |v: Option<i64>| v.map(|v| v as u32);
-        Ok(Reservation {
-            id: r.try_get("id")?,
-            account_id: r.try_get("account_id")?,
-            session_ref: r.try_get("session_ref")?,
-            service: ServiceKey {
-                service_context: r.try_get("service_context")?,
-                rating_group: id32(r.try_get("rating_group")?),
-                service_id: id32(r.try_get("service_id")?),
-            },
-            unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            allowance_id: r.try_get("allowance_id")?,
-            allowance_units: r.try_get("allowance_units")?,
-            pending_amount: r.try_get("pending_amount")?,
-            price: Price {
-                minor: r.try_get("price_minor")?,
-                per_units: r.try_get("price_per_units")?,
-            },
-            session_used: r.try_get("session_used")?,
-            session_charged: r.try_get("session_charged")?,
-            new: false,
-        })
-    }
-
     /// Same match as ops.rs `open_reservations`: context, Rating-Group and Service-Identifier.
     fn is_for(&self, session_ref: &str, service: Option<&ServiceKey>) -> bool {
         self.session_ref == session_ref && service.is_none_or(|s| *s == self.service)
     }
 }
-
-const RESERVATION_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_context, \
-    r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, r.pending_amount, \
-    r.price_minor, r.price_per_units, r.session_used, r.session_charged";
 
 #[derive(Debug, Clone)]
 struct TariffRow {
@@ -147,7 +117,7 @@ struct TariffRow {
     min_grant: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Deserialize)]
 struct AllowanceRow {
     id: i64,
     account_id: String,
@@ -324,34 +294,43 @@ async fn read_locked(
         let a = AccountRow::from_row(row)?;
         locked.insert(a.id.clone(), a);
     }
+    let keys = json!(ops
+        .iter()
+        .map(|o| o.key().to_key_string())
+        .collect::<Vec<_>>())
+    .to_string();
+    let contexts = json!(ops
+        .iter()
+        .filter_map(|o| match o {
+            Op::Reserve(r) => Some(r.service.service_context.as_str()),
+            Op::Commit(r) => Some(r.service.service_context.as_str()),
+            Op::DirectDebit(r) => Some(r.service.service_context.as_str()),
+            Op::Refund(RefundRequest {
+                amount: RefundAmount::Units { service, .. },
+                ..
+            }) => Some(service.service_context.as_str()),
+            _ => None,
+        })
+        .collect::<BTreeSet<_>>())
+    .to_string();
     // Normally one round: the reads only name accounts the lock statement locked. A
     // reservation opened by another node between the two statements adds a second round.
     for _ in 0..4 {
-        let subscribers: HashMap<(i64, String), String> = sqlx::query(
-            "SELECT CAST(s.sub_type AS BIGINT) AS t, s.sub_data AS d, s.account_id FROM subscriptions s \
-             JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
-             ON s.sub_type = x.t AND s.sub_data = x.d",
-        )
-        .bind(&subs_json)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| Ok(((r.try_get("t")?, r.try_get("d")?), r.try_get("account_id")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        let open: Vec<Reservation> = sqlx::query(&format!(
-            "SELECT {RESERVATION_COLS} FROM reservations r \
-             JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(ref text, st text) \
-             ON r.session_ref = x.ref AND r.status = x.st ORDER BY r.id"
-        ))
-        .bind(&sessions_json)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(Reservation::from_row)
-        .collect::<Result<_, _>>()?;
-        let missing: BTreeSet<&String> = subscribers
+        let ids = json!(locked.keys().collect::<Vec<_>>()).to_string();
+        let rows = sqlx::query(READ_BATCH)
+            .bind(&subs_json)
+            .bind(&sessions_json)
+            .bind(&keys)
+            .bind(&contexts)
+            .bind(&ids)
+            .bind(now.0)
+            .fetch_all(&mut *conn)
+            .await?;
+        let read = BatchRead::from_rows(&rows)?;
+        let missing: BTreeSet<&String> = read
+            .subscribers
             .values()
-            .chain(open.iter().map(|r| &r.account_id))
+            .chain(read.open.iter().map(|r| &r.account_id))
             .filter(|id| !locked.contains_key(*id))
             .collect();
         if !missing.is_empty() {
@@ -369,128 +348,200 @@ async fn read_locked(
             }
             continue;
         }
-        return read_rest(conn, now, ops, locked, subscribers, open).await;
+        let initial = locked
+            .values()
+            .map(|a| (a.id.clone(), (a.balance, a.reserved)))
+            .collect();
+        return Ok(BatchState {
+            now,
+            accounts: locked,
+            initial,
+            subscribers: read.subscribers,
+            open: read.open,
+            tariffs: read.tariffs,
+            allowances: read.allowances,
+            allowance_delta: BTreeMap::new(),
+            stored: read.stored,
+            new_reservations: Vec::new(),
+            resolutions: Vec::new(),
+            entries: Vec::new(),
+            records: Vec::new(),
+            idempotency: Vec::new(),
+        });
     }
     Err(protocol(
         "ledger batch: the accounts of its sessions kept changing while being locked",
     ))
 }
 
-async fn read_rest(
-    conn: &mut AnyConnection,
-    now: Timestamp,
-    ops: &[Op],
-    accounts: HashMap<String, AccountRow>,
+/// Step 2 as one statement (one round trip): every kind of row the batch needs, each row as
+/// (kind, JSON text). $1 Subscription-Ids, $2 sessions with the wanted status, $3 request keys,
+/// $4 service contexts, $5 locked account ids, $6 now. Only valid allowances can be drawn on;
+/// expired ones are still posted to by id (deltas), which needs no read.
+const READ_BATCH: &str = "\
+SELECT 's' AS k, CAST(json_build_object('t', s.sub_type, 'd', s.sub_data, 'a', s.account_id) AS TEXT) AS v \
+  FROM subscriptions s JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
+  ON s.sub_type = x.t AND s.sub_data = x.d \
+UNION ALL SELECT 'r', CAST(row_to_json(r) AS TEXT) FROM (SELECT r.id, r.account_id, r.session_ref, \
+    r.service_context, r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, \
+    r.pending_amount, r.price_minor, r.price_per_units, r.session_used, r.session_charged \
+  FROM reservations r JOIN jsonb_to_recordset(CAST($2 AS JSONB)) AS x(ref text, st text) \
+  ON r.session_ref = x.ref AND r.status = x.st) r \
+UNION ALL SELECT 'i', CAST(json_build_object('k', request_key, 'f', fingerprint, \
+    'o', CAST(outcome AS TEXT)) AS TEXT) \
+  FROM idempotency_keys WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB))) \
+UNION ALL SELECT 't', CAST(row_to_json(t) AS TEXT) FROM (SELECT id, service_context, rating_group, \
+    service_id, unit, currency, price_minor, price_per_units, quantum, min_grant FROM tariffs \
+  WHERE service_context IN (SELECT jsonb_array_elements_text(CAST($4 AS JSONB)))) t \
+UNION ALL SELECT 'a', CAST(row_to_json(w) AS TEXT) FROM (SELECT id, account_id, unit, \
+    valid_until_ms, remaining, reserved FROM allowances \
+  WHERE account_id IN (SELECT jsonb_array_elements_text(CAST($5 AS JSONB))) \
+    AND valid_until_ms > $6) w";
+
+#[derive(Deserialize)]
+struct SubscriberJson {
+    t: i64,
+    d: String,
+    a: String,
+}
+
+#[derive(Deserialize)]
+struct ReservationJson {
+    id: String,
+    account_id: String,
+    session_ref: String,
+    service_context: String,
+    rating_group: Option<i64>,
+    service_id: Option<i64>,
+    unit: String,
+    allowance_id: Option<i64>,
+    allowance_units: i64,
+    pending_amount: i64,
+    price_minor: i64,
+    price_per_units: i64,
+    session_used: i64,
+    session_charged: i64,
+}
+
+#[derive(Deserialize)]
+struct StoredJson {
+    k: String,
+    f: String,
+    o: String,
+}
+
+#[derive(Deserialize)]
+struct TariffJson {
+    id: i64,
+    service_context: String,
+    rating_group: Option<i64>,
+    service_id: Option<i64>,
+    unit: String,
+    currency: String,
+    price_minor: i64,
+    price_per_units: i64,
+    quantum: i64,
+    min_grant: i64,
+}
+
+/// What step 2 read, decoded.
+struct BatchRead {
     subscribers: HashMap<(i64, String), String>,
     open: Vec<Reservation>,
-) -> Result<BatchState, sqlx::Error> {
-    let keys: Vec<String> = ops.iter().map(|o| o.key().to_key_string()).collect();
-    let stored = sqlx::query(
-        "SELECT request_key, fingerprint, CAST(outcome AS TEXT) AS outcome FROM idempotency_keys \
-         WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB)))",
-    )
-    .bind(json!(keys).to_string())
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok((
-            r.try_get("request_key")?,
-            Stored {
-                fingerprint: r.try_get("fingerprint")?,
-                outcome: r.try_get("outcome")?,
-            },
-        ))
-    })
-    .collect::<Result<HashMap<String, Stored>, sqlx::Error>>()?;
-    let contexts: BTreeSet<&str> = ops
-        .iter()
-        .filter_map(|o| match o {
-            Op::Reserve(r) => Some(r.service.service_context.as_str()),
-            Op::Commit(r) => Some(r.service.service_context.as_str()),
-            Op::DirectDebit(r) => Some(r.service.service_context.as_str()),
-            Op::Refund(RefundRequest {
-                amount: RefundAmount::Units { service, .. },
-                ..
-            }) => Some(service.service_context.as_str()),
-            _ => None,
-        })
-        .collect();
-    let tariffs = if contexts.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query(
-            "SELECT service_context, rating_group, service_id, unit, currency, price_minor, \
-             price_per_units, quantum, min_grant FROM tariffs \
-             WHERE service_context IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) ORDER BY id",
-        )
-        .bind(json!(contexts).to_string())
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(TariffRow {
-                service_context: r.try_get("service_context")?,
-                rating_group: r.try_get("rating_group")?,
-                service_id: r.try_get("service_id")?,
-                unit: r.try_get("unit")?,
-                tariff_currency: r.try_get("currency")?,
-                price: Price {
-                    minor: r.try_get("price_minor")?,
-                    per_units: r.try_get("price_per_units")?,
-                },
-                quantum: r.try_get("quantum")?,
-                min_grant: r.try_get("min_grant")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?
-    };
-    let ids: Vec<&String> = accounts.keys().collect();
-    let allowances = if ids.is_empty() {
-        Vec::new()
-    } else {
-        sqlx::query(
-            "SELECT id, account_id, unit, valid_until_ms, remaining, reserved FROM allowances \
-             WHERE account_id IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) \
-             AND valid_until_ms > $2",
-        )
-        .bind(json!(ids).to_string())
-        .bind(now.0)
-        .fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            Ok(AllowanceRow {
-                id: r.try_get("id")?,
-                account_id: r.try_get("account_id")?,
-                unit: r.try_get("unit")?,
-                valid_until_ms: r.try_get("valid_until_ms")?,
-                remaining: r.try_get("remaining")?,
-                reserved: r.try_get("reserved")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()?
-    };
-    let initial = accounts
-        .values()
-        .map(|a| (a.id.clone(), (a.balance, a.reserved)))
-        .collect();
-    Ok(BatchState {
-        now,
-        accounts,
-        initial,
-        subscribers,
-        open,
-        tariffs,
-        allowances,
-        allowance_delta: BTreeMap::new(),
-        stored,
-        new_reservations: Vec::new(),
-        resolutions: Vec::new(),
-        entries: Vec::new(),
-        records: Vec::new(),
-        idempotency: Vec::new(),
-    })
+    stored: HashMap<String, Stored>,
+    tariffs: Vec<TariffRow>,
+    allowances: Vec<AllowanceRow>,
+}
+
+fn from_json<'a, T: Deserialize<'a>>(v: &'a str) -> Result<T, sqlx::Error> {
+    serde_json::from_str(v).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+}
+
+impl BatchRead {
+    fn from_rows(rows: &[AnyRow]) -> Result<BatchRead, sqlx::Error> {
+        let mut read = BatchRead {
+            subscribers: HashMap::new(),
+            open: Vec::new(),
+            stored: HashMap::new(),
+            tariffs: Vec::new(),
+            allowances: Vec::new(),
+        };
+        let mut tariffs: Vec<(i64, TariffRow)> = Vec::new();
+        let id32 = |v: Option<i64>| v.map(|v| v as u32);
+        for row in rows {
+            let kind: String = row.try_get("k")?;
+            let v: String = row.try_get("v")?;
+            match kind.as_str() {
+                "s" => {
+                    let s: SubscriberJson = from_json(&v)?;
+                    read.subscribers.insert((s.t, s.d), s.a);
+                }
+                "r" => {
+                    let r: ReservationJson = from_json(&v)?;
+                    read.open.push(Reservation {
+                        id: r.id,
+                        account_id: r.account_id,
+                        session_ref: r.session_ref,
+                        service: ServiceKey {
+                            service_context: r.service_context,
+                            rating_group: id32(r.rating_group),
+                            service_id: id32(r.service_id),
+                        },
+                        unit: r
+                            .unit
+                            .parse()
+                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                        allowance_id: r.allowance_id,
+                        allowance_units: r.allowance_units,
+                        pending_amount: r.pending_amount,
+                        price: Price {
+                            minor: r.price_minor,
+                            per_units: r.price_per_units,
+                        },
+                        session_used: r.session_used,
+                        session_charged: r.session_charged,
+                        new: false,
+                    });
+                }
+                "i" => {
+                    let s: StoredJson = from_json(&v)?;
+                    read.stored.insert(
+                        s.k,
+                        Stored {
+                            fingerprint: s.f,
+                            outcome: s.o,
+                        },
+                    );
+                }
+                "t" => {
+                    let t: TariffJson = from_json(&v)?;
+                    tariffs.push((
+                        t.id,
+                        TariffRow {
+                            service_context: t.service_context,
+                            rating_group: t.rating_group,
+                            service_id: t.service_id,
+                            unit: t.unit,
+                            tariff_currency: t.currency,
+                            price: Price {
+                                minor: t.price_minor,
+                                per_units: t.price_per_units,
+                            },
+                            quantum: t.quantum,
+                            min_grant: t.min_grant,
+                        },
+                    ));
+                }
+                "a" => read.allowances.push(from_json(&v)?),
+                other => return Err(protocol(format!("ledger batch: unknown read row {other}"))),
+            }
+        }
+        // Tariff ties are broken by id, as `ORDER BY id` did.
+        tariffs.sort_by_key(|(id, _)| *id);
+        read.tariffs = tariffs.into_iter().map(|(_, t)| t).collect();
+        read.open.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(read)
+    }
 }
 
 /// The rows of one entry before it gets its place in the batch.
