@@ -4,7 +4,7 @@
 //! 1. **Lock** every account the batch touches, in id order, in one statement (every batch of
 //!    every worker and node locks in that order, so batches wait for each other, never
 //!    deadlock on these locks). The locked rows come back with their current balances.
-//! 2. **Read** what the ops need, each kind of row in one statement for the whole batch: the
+//! 2. **Read** what the ops need, for the whole batch in one statement ([`READ_BATCH`]): the
 //!    Subscription-Id → account mapping, the open reservations of the batch's sessions, the
 //!    stored outcomes of the batch's request keys, the tariffs of its service contexts and the
 //!    valid allowances of its accounts. If that reveals an account not yet locked (another node
@@ -18,7 +18,8 @@
 //!
 //! Why: the cost of an operation in PostgreSQL is mostly per statement (executor start-up, the
 //! constraint expressions, PL/pgSQL), not per row. Migration 0002's function ran ~13 statements
-//! per reserve + commit pair; this path runs ~8 statements per batch whatever its size. Under
+//! per reserve + commit pair; this path runs 5 (BEGIN, lock, read, write, COMMIT) per batch
+//! whatever its size. Under
 //! the row locks of step 1 nothing the batch read can change before it commits, so deciding in
 //! memory is as safe as deciding row by row.
 
