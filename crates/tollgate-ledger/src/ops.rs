@@ -198,6 +198,71 @@ pub(crate) fn new_reservation_id() -> String {
     format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+/// How posting `used` units resolves a reservation. Overdraft policy (docs/ledger.md): allowance
+/// units first, the rest rated at the reservation's price and charged as far as the credit floor
+/// (balance − reserved ≥ −credit_limit, with this reservation's pending amount released) allows;
+/// what the floor refuses is `unbilled` on the post entry. One definition for every backend.
+pub(crate) struct PostPlan {
+    pub used: i64,
+    pub from_allowance: i64,
+    pub charged: i64,
+    pub unbilled: i64,
+}
+
+pub(crate) fn plan_post(
+    used: u64,
+    allowance_units: i64,
+    price: Price,
+    pending_amount: i64,
+    available: i64,
+) -> Result<PostPlan, LedgerError> {
+    let used = to_i64(used)?;
+    let from_allowance = used.min(allowance_units);
+    let Some(rated) = price.amount_for((used - from_allowance) as u64) else {
+        return Err(LedgerError::InvalidRequest {
+            reason: "charge overflows",
+        });
+    };
+    let charged = rated.0.min((available + pending_amount).max(0));
+    Ok(PostPlan {
+        used,
+        from_allowance,
+        charged,
+        unbilled: rated.0 - charged,
+    })
+}
+
+/// IEC (direct debit): allowance units first, the rest at the tariff's price, all or nothing
+/// (RFC 4006 §6.3: no partial debit). Returns the allowance units used and the money charged.
+pub(crate) fn plan_direct_debit(
+    units: i64,
+    allowance_free: Option<i64>,
+    price: Price,
+    available: i64,
+) -> Result<(i64, Money), Refusal> {
+    let from_allowance = allowance_free.map(|f| f.min(units)).unwrap_or(0);
+    let amount = price
+        .amount_for((units - from_allowance) as u64)
+        .ok_or(Refusal::CreditLimitReached)?;
+    if amount.0 > available {
+        return Err(Refusal::CreditLimitReached);
+    }
+    Ok((from_allowance, amount))
+}
+
+/// The request errors a commit is refused with before anything is looked up.
+pub(crate) fn check_commit(r: &CommitRequest) -> Result<(), LedgerError> {
+    if r.final_commit && r.next.is_some() {
+        return Err(LedgerError::InvalidRequest {
+            reason: "a final commit cannot open a next reservation",
+        });
+    }
+    if let Some(n) = r.next.as_ref().and_then(|n| n.requested_units) {
+        to_i64(n)?;
+    }
+    Ok(())
+}
+
 /// Executes operations on one connection inside an open transaction.
 pub(crate) struct Exec<'c> {
     pub conn: &'c mut AnyConnection,
@@ -556,20 +621,21 @@ impl Exec<'_> {
         used: u64,
         key: &str,
     ) -> Result<Result<(Committed, i64, i64), LedgerError>, sqlx::Error> {
-        let used_i = match to_i64(used) {
-            Ok(v) => v,
+        let PostPlan {
+            used: used_i,
+            from_allowance,
+            charged,
+            unbilled,
+        } = match plan_post(
+            used,
+            res.allowance_units,
+            res.price,
+            res.pending_amount,
+            account.available(),
+        ) {
+            Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let from_allowance = used_i.min(res.allowance_units);
-        let money_units = used_i - from_allowance;
-        let Some(rated) = res.price.amount_for(money_units as u64) else {
-            return Ok(Err(LedgerError::InvalidRequest {
-                reason: "charge overflows",
-            }));
-        };
-        let cap = (account.available() + res.pending_amount).max(0);
-        let charged = rated.0.min(cap);
-        let unbilled = rated.0 - charged;
         self.entry(
             &account.id,
             "post",
@@ -611,18 +677,8 @@ impl Exec<'_> {
         r: &CommitRequest,
         key: &str,
     ) -> Result<(OpResult, Option<String>), sqlx::Error> {
-        if r.final_commit && r.next.is_some() {
-            return Ok((
-                Err(LedgerError::InvalidRequest {
-                    reason: "a final commit cannot open a next reservation",
-                }),
-                None,
-            ));
-        }
-        if let Some(n) = r.next.as_ref().and_then(|n| n.requested_units) {
-            if let Err(e) = to_i64(n) {
-                return Ok((Err(e), None));
-            }
+        if let Err(e) = check_commit(r) {
+            return Ok((Err(e), None));
         }
         let Some(res) = self
             .open_reservations(&r.session_ref, Some(&r.service))
@@ -856,14 +912,15 @@ impl Exec<'_> {
             return refused(Refusal::NoTariff);
         };
         let allowance = self.allowance(&account.id, r.unit).await?;
-        let from_allowance = allowance.map(|(_, f)| f.min(units)).unwrap_or(0);
-        let Some(amount) = tariff.price.amount_for((units - from_allowance) as u64) else {
-            return refused(Refusal::CreditLimitReached);
+        let (from_allowance, amount) = match plan_direct_debit(
+            units,
+            allowance.map(|(_, f)| f),
+            tariff.price,
+            account.available(),
+        ) {
+            Ok(p) => p,
+            Err(refusal) => return refused(refusal),
         };
-        // IEC is all or nothing: no partial debit (RFC 4006 §6.3).
-        if amount.0 > account.available() {
-            return refused(Refusal::CreditLimitReached);
-        }
         let allowance_id = allowance.filter(|_| from_allowance > 0).map(|(id, _)| id);
         self.entry(
             &account.id,

@@ -23,8 +23,10 @@
 //! the row locks of step 1 nothing the batch read can change before it commits, so deciding in
 //! memory is as safe as deciding row by row.
 
-use crate::ops::ACCOUNT_COLS;
-use crate::ops::{new_reservation_id, to_i64, to_u64, AccountRow, Op, OpOutcome, OpResult};
+use crate::ops::{
+    check_commit, new_reservation_id, plan_direct_debit, plan_post, to_i64, to_u64, AccountRow, Op,
+    OpOutcome, OpResult, PostPlan, ACCOUNT_COLS,
+};
 use crate::store::Database;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -914,20 +916,21 @@ impl BatchState {
         used: u64,
         key: &str,
     ) -> Result<Result<(Committed, i64, i64), LedgerError>, sqlx::Error> {
-        let used_i = match to_i64(used) {
-            Ok(v) => v,
+        let PostPlan {
+            used: used_i,
+            from_allowance,
+            charged,
+            unbilled,
+        } = match plan_post(
+            used,
+            res.allowance_units,
+            res.price,
+            res.pending_amount,
+            account.available(),
+        ) {
+            Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
-        let from_allowance = used_i.min(res.allowance_units);
-        let money_units = used_i - from_allowance;
-        let Some(rated) = res.price.amount_for(money_units as u64) else {
-            return Ok(Err(LedgerError::InvalidRequest {
-                reason: "charge overflows",
-            }));
-        };
-        let cap = (account.available() + res.pending_amount).max(0);
-        let charged = rated.0.min(cap);
-        let unbilled = rated.0 - charged;
         self.entry(EntrySpec {
             account: &account.id,
             kind: "post",
@@ -960,18 +963,8 @@ impl BatchState {
         r: &CommitRequest,
         key: &str,
     ) -> Result<(OpResult, Option<String>), sqlx::Error> {
-        if r.final_commit && r.next.is_some() {
-            return Ok((
-                Err(LedgerError::InvalidRequest {
-                    reason: "a final commit cannot open a next reservation",
-                }),
-                None,
-            ));
-        }
-        if let Some(n) = r.next.as_ref().and_then(|n| n.requested_units) {
-            if let Err(e) = to_i64(n) {
-                return Ok((Err(e), None));
-            }
+        if let Err(e) = check_commit(r) {
+            return Ok((Err(e), None));
         }
         let Some(res) = self
             .open_reservations(&r.session_ref, Some(&r.service))
@@ -1105,14 +1098,15 @@ impl BatchState {
             return refused(Refusal::NoTariff);
         };
         let allowance = self.allowance(&account.id, r.unit);
-        let from_allowance = allowance.map(|(_, f)| f.min(units)).unwrap_or(0);
-        let Some(amount) = tariff.price.amount_for((units - from_allowance) as u64) else {
-            return refused(Refusal::CreditLimitReached);
+        let (from_allowance, amount) = match plan_direct_debit(
+            units,
+            allowance.map(|(_, f)| f),
+            tariff.price,
+            account.available(),
+        ) {
+            Ok(p) => p,
+            Err(refusal) => return refused(refusal),
         };
-        // IEC is all or nothing: no partial debit (RFC 4006 §6.3).
-        if amount.0 > account.available() {
-            return refused(Refusal::CreditLimitReached);
-        }
         let allowance_id = allowance.filter(|_| from_allowance > 0).map(|(id, _)| id);
         self.entry(EntrySpec {
             account: &account.id,
