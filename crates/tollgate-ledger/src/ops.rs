@@ -250,6 +250,34 @@ pub(crate) fn plan_direct_debit(
     Ok((from_allowance, amount))
 }
 
+/// REFUND_ACCOUNT: the money to give back, as given or as `units` at the tariff's price
+/// (`tariff_price`: the caller looks the tariff up for a unit refund; None = there is none).
+/// A refusal is an outcome (stored); a request error is not.
+pub(crate) fn refund_amount(
+    amount: &RefundAmount,
+    tariff_price: Option<Price>,
+) -> Result<Result<Money, Refusal>, LedgerError> {
+    let amount = match amount {
+        RefundAmount::Money(m) => *m,
+        RefundAmount::Units { units, .. } => {
+            let Some(price) = tariff_price else {
+                return Ok(Err(Refusal::NoTariff));
+            };
+            price
+                .amount_for(*units)
+                .ok_or(LedgerError::InvalidRequest {
+                    reason: "refund overflows",
+                })?
+        }
+    };
+    if amount.0 <= 0 {
+        return Err(LedgerError::InvalidRequest {
+            reason: "refund amount must be positive",
+        });
+    }
+    Ok(Ok(amount))
+}
+
 /// The request errors a commit is refused with before anything is looked up.
 pub(crate) fn check_commit(r: &CommitRequest) -> Result<(), LedgerError> {
     if r.final_commit && r.next.is_some() {
@@ -967,37 +995,18 @@ impl Exec<'_> {
         let Some(account) = self.account_by_subscriber(&r.subscriber).await? else {
             return refused(Refusal::UnknownSubscriber);
         };
-        let amount = match &r.amount {
-            RefundAmount::Money(m) => *m,
-            RefundAmount::Units {
-                service,
-                unit,
-                units,
-            } => {
-                let Some(t) = self.tariff(service, *unit, Some(&account.currency)).await? else {
-                    return refused(Refusal::NoTariff);
-                };
-                match t.price.amount_for(*units) {
-                    Some(m) => m,
-                    None => {
-                        return Ok((
-                            Err(LedgerError::InvalidRequest {
-                                reason: "refund overflows",
-                            }),
-                            None,
-                        ))
-                    }
-                }
-            }
+        let price = match &r.amount {
+            RefundAmount::Units { service, unit, .. } => self
+                .tariff(service, *unit, Some(&account.currency))
+                .await?
+                .map(|t| t.price),
+            RefundAmount::Money(_) => None,
         };
-        if amount.0 <= 0 {
-            return Ok((
-                Err(LedgerError::InvalidRequest {
-                    reason: "refund amount must be positive",
-                }),
-                None,
-            ));
-        }
+        let amount = match refund_amount(&r.amount, price) {
+            Ok(Ok(m)) => m,
+            Ok(Err(refusal)) => return refused(refusal),
+            Err(e) => return Ok((Err(e), None)),
+        };
         self.entry(
             &account.id,
             "refund",

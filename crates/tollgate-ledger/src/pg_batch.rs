@@ -24,8 +24,8 @@
 //! memory is as safe as deciding row by row.
 
 use crate::ops::{
-    check_commit, new_reservation_id, plan_direct_debit, plan_post, to_i64, to_u64, AccountRow, Op,
-    OpOutcome, OpResult, PostPlan, ACCOUNT_COLS,
+    check_commit, new_reservation_id, plan_direct_debit, plan_post, refund_amount, to_i64, to_u64,
+    AccountRow, Op, OpOutcome, OpResult, PostPlan, ACCOUNT_COLS,
 };
 use crate::store::Database;
 use serde::{Deserialize, Serialize};
@@ -1151,37 +1151,17 @@ impl BatchState {
         let Some(account) = self.account_by_subscriber(&r.subscriber)? else {
             return refused(Refusal::UnknownSubscriber);
         };
-        let amount = match &r.amount {
-            RefundAmount::Money(m) => *m,
-            RefundAmount::Units {
-                service,
-                unit,
-                units,
-            } => {
-                let Some(t) = self.tariff(service, *unit, &account.currency) else {
-                    return refused(Refusal::NoTariff);
-                };
-                match t.price.amount_for(*units) {
-                    Some(m) => m,
-                    None => {
-                        return Ok((
-                            Err(LedgerError::InvalidRequest {
-                                reason: "refund overflows",
-                            }),
-                            None,
-                        ))
-                    }
-                }
-            }
+        let price = match &r.amount {
+            RefundAmount::Units { service, unit, .. } => self
+                .tariff(service, *unit, &account.currency)
+                .map(|t| t.price),
+            RefundAmount::Money(_) => None,
         };
-        if amount.0 <= 0 {
-            return Ok((
-                Err(LedgerError::InvalidRequest {
-                    reason: "refund amount must be positive",
-                }),
-                None,
-            ));
-        }
+        let amount = match refund_amount(&r.amount, price) {
+            Ok(Ok(m)) => m,
+            Ok(Err(refusal)) => return refused(refusal),
+            Err(e) => return Ok((Err(e), None)),
+        };
         self.entry(EntrySpec {
             account: &account.id,
             kind: "refund",
