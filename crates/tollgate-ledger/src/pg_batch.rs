@@ -27,7 +27,7 @@ use crate::ops::{
     check_commit, new_reservation_id, plan_direct_debit, plan_post, refund_amount, to_i64, to_u64,
     AccountRow, Op, OpOutcome, OpResult, PostPlan, ACCOUNT_COLS,
 };
-use crate::store::Database;
+use crate::store::{end_transaction, Database};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::any::AnyRow;
@@ -46,19 +46,7 @@ pub(crate) async fn run_batch(
     // BEGIN, and plan every statement as the keyed lookup it is (see `Dialect::begin`).
     conn.execute(db.dialect.begin()).await?;
     let result = apply_and_write(&mut conn, now, ops).await;
-    match result {
-        Ok(out) => {
-            conn.execute("COMMIT").await?;
-            Ok(out)
-        }
-        Err(e) => {
-            if conn.execute("ROLLBACK").await.is_err() {
-                // A connection in an unknown transaction state must not go back to the pool.
-                let _ = conn.detach();
-            }
-            Err(e)
-        }
-    }
+    end_transaction(conn, result).await
 }
 
 async fn apply_and_write(
@@ -250,36 +238,50 @@ fn sub_key(s: &SubscriptionId) -> (i64, String) {
     (i64::from(s.kind.code()), s.data.clone())
 }
 
-/// Step 1 and 2: lock, read, and lock again until every account the reads name is locked.
-async fn read_locked(
+/// The batch's Subscription-Ids and sessions, as the JSON row sets the lock and read
+/// statements take.
+pub(crate) struct BatchKeys {
+    subs: String,
+    sessions: String,
+}
+
+impl BatchKeys {
+    pub(crate) fn of(ops: &[Op]) -> BatchKeys {
+        let subs: BTreeSet<(i64, String)> =
+            ops.iter().filter_map(Op::subscriber).map(sub_key).collect();
+        let mut sessions: BTreeSet<&str> = ops.iter().filter_map(Op::session_ref).collect();
+        sessions.extend(ops.iter().filter_map(|o| match o {
+            Op::Reserve(r) => Some(r.session_ref.as_str()),
+            _ => None,
+        }));
+        BatchKeys {
+            subs: json!(subs
+                .iter()
+                .map(|(t, d)| json!({"t": t, "d": d}))
+                .collect::<Vec<_>>())
+            .to_string(),
+            // Each session with the status its reservations are wanted in ("open"), as data:
+            // with `status = 'open'` in the SQL the planner may read the partial index
+            // `reservations_expiry` end to end (every open reservation, and until the next
+            // vacuum every recently resolved one) whenever its statistics are stale; with the
+            // status as data it can only look each session up in `reservations_session`.
+            sessions: json!(sessions
+                .iter()
+                .map(|s| json!({"ref": s, "st": "open"}))
+                .collect::<Vec<_>>())
+            .to_string(),
+        }
+    }
+}
+
+/// Step 1: lock the accounts of the batch's Subscription-Ids and of its sessions' open
+/// reservations, in id order (every batch of every worker and node, and the naive baseline,
+/// lock in that order), and return them as locked.
+pub(crate) async fn lock_accounts(
     conn: &mut AnyConnection,
-    now: Timestamp,
-    ops: &[Op],
-) -> Result<BatchState, sqlx::Error> {
-    let subs: BTreeSet<(i64, String)> =
-        ops.iter().filter_map(Op::subscriber).map(sub_key).collect();
-    let subs_json = json!(subs
-        .iter()
-        .map(|(t, d)| json!({"t": t, "d": d}))
-        .collect::<Vec<_>>())
-    .to_string();
-    let mut sessions: BTreeSet<&str> = ops.iter().filter_map(Op::session_ref).collect();
-    sessions.extend(ops.iter().filter_map(|o| match o {
-        Op::Reserve(r) => Some(r.session_ref.as_str()),
-        _ => None,
-    }));
-    // Each session with the status its reservations are wanted in ("open"), as data: with
-    // `status = 'open'` in the SQL the planner may read the partial index `reservations_expiry`
-    // end to end (every open reservation, and until the next vacuum every recently resolved
-    // one) whenever its statistics are stale; with the status as data it can only look each
-    // session up in `reservations_session`.
-    let sessions_json = json!(sessions
-        .iter()
-        .map(|s| json!({"ref": s, "st": "open"}))
-        .collect::<Vec<_>>())
-    .to_string();
-    let mut locked: HashMap<String, AccountRow> = HashMap::new();
-    let lock_first = sqlx::query(&format!(
+    keys: &BatchKeys,
+) -> Result<HashMap<String, AccountRow>, sqlx::Error> {
+    let rows = sqlx::query(&format!(
         "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
            SELECT s.account_id FROM subscriptions s \
              JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
@@ -289,14 +291,23 @@ async fn read_locked(
              ON r.session_ref = x.ref AND r.status = x.st) \
          ORDER BY a.id FOR UPDATE"
     ))
-    .bind(&subs_json)
-    .bind(&sessions_json)
+    .bind(&keys.subs)
+    .bind(&keys.sessions)
     .fetch_all(&mut *conn)
     .await?;
-    for row in &lock_first {
-        let a = AccountRow::from_row(row)?;
-        locked.insert(a.id.clone(), a);
-    }
+    rows.iter()
+        .map(|row| AccountRow::from_row(row).map(|a| (a.id.clone(), a)))
+        .collect()
+}
+
+/// Step 1 and 2: lock, read, and lock again until every account the reads name is locked.
+async fn read_locked(
+    conn: &mut AnyConnection,
+    now: Timestamp,
+    ops: &[Op],
+) -> Result<BatchState, sqlx::Error> {
+    let batch_keys = BatchKeys::of(ops);
+    let mut locked = lock_accounts(conn, &batch_keys).await?;
     let keys = json!(ops
         .iter()
         .map(|o| o.key().to_key_string())
@@ -321,8 +332,8 @@ async fn read_locked(
     for _ in 0..4 {
         let ids = json!(locked.keys().collect::<Vec<_>>()).to_string();
         let rows = sqlx::query(READ_BATCH)
-            .bind(&subs_json)
-            .bind(&sessions_json)
+            .bind(&batch_keys.subs)
+            .bind(&batch_keys.sessions)
             .bind(&keys)
             .bind(&contexts)
             .bind(&ids)

@@ -24,7 +24,7 @@
 //! retry after a Store error is safe.
 
 use crate::ops::{AccountRow, Exec, Op, OpOutcome, OpResult, ACCOUNT_COLS};
-use crate::store::{Database, Dialect, PoolConfig};
+use crate::store::{end_transaction, Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
 use sqlx::{Executor, Row};
@@ -342,7 +342,8 @@ pub(crate) async fn run_batch(
     conn.execute(db.dialect.begin()).await?;
     let result: Result<Vec<OpResult>, sqlx::Error> = async {
         if db.dialect == Dialect::Postgres {
-            lock_accounts_pg(&mut conn, ops).await?;
+            let keys = crate::pg_batch::BatchKeys::of(ops);
+            crate::pg_batch::lock_accounts(&mut conn, &keys).await?;
         }
         let mut ex = Exec {
             conn: &mut conn,
@@ -356,43 +357,7 @@ pub(crate) async fn run_batch(
         Ok(out)
     }
     .await;
-    match result {
-        Ok(out) => {
-            conn.execute("COMMIT").await?;
-            Ok(out)
-        }
-        Err(e) => {
-            if conn.execute("ROLLBACK").await.is_err() {
-                // A connection in an unknown transaction state must not go back to the pool.
-                let _ = conn.detach();
-            }
-            Err(e)
-        }
-    }
-}
-
-/// Lock every account the batch will touch, in id order, in one statement (no deadlocks
-/// between batches or nodes: everyone locks in the same order).
-async fn lock_accounts_pg(conn: &mut sqlx::AnyConnection, ops: &[Op]) -> Result<(), sqlx::Error> {
-    let subs: Vec<serde_json::Value> = ops
-        .iter()
-        .filter_map(|o| o.subscriber())
-        .map(|s| serde_json::json!({"t": s.kind.code(), "d": s.data}))
-        .collect();
-    let sessions: Vec<&str> = ops.iter().filter_map(|o| o.session_ref()).collect();
-    sqlx::query(
-        "SELECT a.id FROM accounts a WHERE a.id IN ( \
-           SELECT s.account_id FROM subscriptions s JOIN jsonb_to_recordset($1::jsonb) AS x(t int, d text) \
-             ON s.sub_type = x.t AND s.sub_data = x.d \
-           UNION SELECT r.account_id FROM reservations r \
-             WHERE r.status = 'open' AND r.session_ref IN (SELECT jsonb_array_elements_text($2::jsonb))) \
-         ORDER BY a.id FOR UPDATE",
-    )
-    .bind(serde_json::Value::Array(subs).to_string())
-    .bind(serde_json::json!(sessions).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
-    Ok(())
+    end_transaction(conn, result).await
 }
 
 fn store_err(e: sqlx::Error) -> LedgerError {

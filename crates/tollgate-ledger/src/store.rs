@@ -145,3 +145,25 @@ impl Database {
             .map_err(|e| StoreError::Migrate(e.to_string()))
     }
 }
+
+/// End a ledger transaction opened with [`Dialect::begin`]: COMMIT after success, ROLLBACK
+/// after an error. A connection whose ROLLBACK fails is in an unknown transaction state and is
+/// detached rather than returned to the pool.
+pub(crate) async fn end_transaction<T>(
+    mut conn: sqlx::pool::PoolConnection<sqlx::Any>,
+    result: Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error> {
+    use sqlx::Executor;
+    match result {
+        Ok(out) => {
+            conn.execute("COMMIT").await?;
+            Ok(out)
+        }
+        Err(e) => {
+            if conn.execute("ROLLBACK").await.is_err() {
+                let _ = conn.detach();
+            }
+            Err(e)
+        }
+    }
+}
