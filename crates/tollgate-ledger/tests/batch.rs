@@ -14,7 +14,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
-use tollgate_ledger::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
+use tollgate_ledger::admin::{self, AllowanceSpec, TariffSpec};
 use tollgate_ledger::{BatchConfig, Database, Dialect, LedgerConfig, SqlLedger};
 use tollgate_ocs::*;
 
@@ -205,24 +205,15 @@ async fn provision(db: &Database) {
         ("alice", "15550000001", 1_000, 40),
         ("bob", "15550000002", 30, 0),
     ] {
-        let a = NewAccount {
-            id: id.into(),
-            currency: Currency::parse("EUR").expect("eur"),
-            balance: Money(balance),
-            credit_limit: Money(0),
-            subscriptions: vec![sub(msisdn)],
-            allowances: (alw > 0)
-                .then_some(AllowanceSpec {
-                    unit: UnitType::Seconds,
-                    units: alw,
-                    valid_until: Timestamp(T0 + 86_400_000),
-                })
-                .into_iter()
-                .collect(),
-        };
-        admin::create_account(db, &a, Timestamp(T0))
-            .await
-            .expect("account");
+        let allowances = (alw > 0)
+            .then_some(AllowanceSpec {
+                unit: UnitType::Seconds,
+                units: alw,
+                valid_until: Timestamp(T0 + 86_400_000),
+            })
+            .into_iter()
+            .collect();
+        common::eur_account(db, id, msisdn, balance, 0, allowances, Timestamp(T0)).await;
     }
 }
 

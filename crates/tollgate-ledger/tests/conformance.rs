@@ -6,7 +6,7 @@ mod common;
 use common::TestDb;
 use sqlx::Executor;
 use std::sync::Arc;
-use tollgate_ledger::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
+use tollgate_ledger::admin::{self, AllowanceSpec, TariffSpec};
 use tollgate_ledger::{Database, Dialect, LedgerConfig, SqlLedger};
 use tollgate_ocs::*;
 
@@ -29,17 +29,7 @@ async fn provision(
     balance: i64,
     allowances: Vec<AllowanceSpec>,
 ) {
-    let a = NewAccount {
-        id: id.into(),
-        currency: Currency::parse("EUR").expect("eur"),
-        balance: Money(balance),
-        credit_limit: Money(0),
-        subscriptions: vec![sub(msisdn)],
-        allowances,
-    };
-    admin::create_account(db, &a, Timestamp(T0))
-        .await
-        .expect("create account");
+    account(db, id, msisdn, balance, 0, allowances).await
 }
 
 fn reserve(
@@ -488,17 +478,7 @@ async fn account(
     credit: i64,
     alw: Vec<AllowanceSpec>,
 ) {
-    let a = NewAccount {
-        id: id.into(),
-        currency: Currency::parse("EUR").expect("eur"),
-        balance: Money(balance),
-        credit_limit: Money(credit),
-        subscriptions: vec![sub(msisdn)],
-        allowances: alw,
-    };
-    admin::create_account(db, &a, Timestamp(T0))
-        .await
-        .expect("create account");
+    common::eur_account(db, id, msisdn, balance, credit, alw, Timestamp(T0)).await
 }
 
 /// Edges the main suite does not reach. Same assertions on both backends: on PostgreSQL the

@@ -84,3 +84,28 @@ impl TestDb {
         }
     }
 }
+
+/// Provision an EUR account holding one E.164 Subscription-Id, the ledger suites' usual
+/// subscriber.
+pub async fn eur_account(
+    db: &tollgate_ledger::Database,
+    id: &str,
+    msisdn: &str,
+    balance: i64,
+    credit_limit: i64,
+    allowances: Vec<tollgate_ledger::admin::AllowanceSpec>,
+    created: tollgate_ocs::Timestamp,
+) {
+    use tollgate_ocs::{Currency, Money, SubscriptionId};
+    let a = tollgate_ledger::admin::NewAccount {
+        id: id.into(),
+        currency: Currency::parse("EUR").expect("eur"),
+        balance: Money(balance),
+        credit_limit: Money(credit_limit),
+        subscriptions: vec![SubscriptionId::e164(msisdn)],
+        allowances,
+    };
+    tollgate_ledger::admin::create_account(db, &a, created)
+        .await
+        .expect("create account");
+}
