@@ -21,6 +21,13 @@ use std::process::ExitCode;
 use tollgate_ledger::cli;
 use tollgate_ocs::SystemClock;
 
+// Every CCR allocates many small, short-lived buffers on one thread and frees some on another;
+// glibc malloc spent ~9% of the Diameter side's CPU on them (perf). With mimalloc's per-thread
+// free lists `serve --no-ledger` under `scripts/bench-e2e` went from ~47-60 k to ~93 k CCR/s
+// in alternating runs; idle RSS grows by ~40 MB, per-session memory is unchanged (~410 B).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tollgate",
