@@ -292,13 +292,34 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
     )
 }
 
+/// The connection (not the database) failed: closed by the server (SQLSTATE class 57P:
+/// admin or crash shutdown, server starting) or by the network.
+fn is_connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| c.starts_with("57P")),
+        _ => false,
+    }
+}
+
 /// Run a batch; retry conflicts; on a persistent failure isolate the failing op.
 async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
     let mut attempt = 0;
+    // Every pooled connection may have been closed at once: allow one retry per connection.
+    let mut reconnects = inner.db.pool.options().get_max_connections();
     loop {
         let now = inner.clock.now();
         match inner.run_once(now, ops).await {
             Ok(out) => return out,
+            // A pooled connection is handed out without a ping when it was busy a moment ago
+            // (store.rs), so one the server closed meanwhile (restart, failover,
+            // pg_terminate_backend) shows up here: it is not returned to the pool (sqlx pings
+            // a connection on release), and the batch runs again on another. Safe even if the
+            // lost connection's COMMIT went through: every op replays its stored outcome by key.
+            Err(e) if is_connection_lost(&e) && reconnects > 0 => {
+                reconnects -= 1;
+                tracing::warn!(error = %e, batch = ops.len(), "ledger connection lost; retrying on a new one");
+            }
             Err(e) if is_unavailable(&e) => {
                 tracing::error!(error = %e, batch = ops.len(), "ledger database unavailable");
                 return ops.iter().map(|_| Err(LedgerError::Unavailable)).collect();
