@@ -67,6 +67,9 @@ pub struct LedgerSection {
     pub acquire_timeout_ms: u64,
     pub batch_max: usize,
     pub batch_wait_us: u64,
+    /// Group-commit workers, each with its own queue and (while a batch runs) its own
+    /// connection; operations are sharded among them by account. Forced to 1 on SQLite.
+    pub batch_workers: usize,
     /// How often the sweeper expires abandoned reservations (Tcc), milliseconds.
     pub sweep_interval_ms: u64,
 }
@@ -132,6 +135,7 @@ impl Default for LedgerSection {
             acquire_timeout_ms: 2000,
             batch_max: 256,
             batch_wait_us: 1000,
+            batch_workers: 4,
             sweep_interval_ms: 1000,
         }
     }
@@ -191,6 +195,14 @@ impl Config {
         }
         if !matches!(self.credit_control.store_failure_result, 3004 | 5012) {
             bail!("credit_control.store_failure_result must be 3004 or 5012");
+        }
+        if self.ledger.batch_workers == 0
+            || self.ledger.batch_workers > self.ledger.max_connections as usize
+        {
+            bail!(
+                "ledger.batch_workers must be between 1 and ledger.max_connections ({})",
+                self.ledger.max_connections
+            );
         }
         self.credit_control.ccfh()?;
         self.credit_control.ddfh()?;

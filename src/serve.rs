@@ -114,6 +114,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         batch: BatchConfig {
             max_batch: cfg.ledger.batch_max,
             max_wait_us: cfg.ledger.batch_wait_us,
+            workers: cfg.ledger.batch_workers,
             ..BatchConfig::default()
         },
         ..LedgerConfig::default()

@@ -149,6 +149,13 @@ fn bad_configuration_gets_one_line_that_says_what_to_fix() {
         "{e}"
     );
 
+    std::fs::write(&file, "[ledger]\nmax_connections = 2\nbatch_workers = 3\n").unwrap();
+    let e = fails(&["check-config", file.to_str().unwrap()], &dir);
+    assert!(
+        e.contains("ledger.batch_workers") && e.contains("max_connections (2)"),
+        "{e}"
+    );
+
     let e = fails(&["serve", "--listen", "nowhere:99999"], &dir);
     assert!(e.contains("--listen"), "{e}");
 
