@@ -4,18 +4,19 @@
 //!
 //! Layout: [`store`] connects (`postgres://…` / `sqlite://…`, one `sqlx::AnyPool`) and migrates
 //! (`migrations/{postgres,sqlite}`); `ops` applies one operation inside a transaction
-//! (idempotency record, reservation, entries, cached sums, charging record) on SQLite and
-//! for the naive baseline; `pg_batch` applies a whole PostgreSQL batch (lock, read, decide in
-//! memory with the same semantics, write every row in one statement); [`sql_ledger`]
+//! (idempotency record, reservation, entries, cached sums, charging record) statement by
+//! statement, for the naive one-transaction-per-op baseline; `batch` applies a whole batch on
+//! either store (lock, read, decide in memory with the same semantics, write every kind of row
+//! in one set-based statement); [`sql_ledger`]
 //! is the group-commit batcher and the `Ledger` impl; [`admin`] holds account/tariff
 //! provisioning and `verify`; [`cli`] the clap subcommands the root binary mounts. The schema
 //! and its invariants are documented for auditors in docs/ledger.md.
 #![forbid(unsafe_code)]
 
 pub mod admin;
+mod batch;
 pub mod cli;
 mod ops;
-mod pg_batch;
 pub mod sql_ledger;
 pub mod store;
 

@@ -4,9 +4,9 @@
 //! which has one writer anyway). A worker takes the first queued op, keeps collecting until
 //! `max_batch` ops or `max_wait_us` have passed, then applies the whole batch in ONE
 //! transaction, in arrival order, commits once, and only then answers every caller: durable
-//! before answered. On PostgreSQL (`pg_batch`) the batch locks every account it will touch in
-//! id order, reads what its ops need, decides them in memory and writes every row in one
-//! statement; SQLite (and the naive baseline) run `ops.rs` statement by statement.
+//! before answered. The batch (`batch.rs`, both stores) locks every account it will touch in
+//! id order, reads what its ops need, decides them in memory and writes its rows set-based;
+//! the naive baseline runs `ops.rs` statement by statement, one transaction per op.
 //!
 //! Sharding: ops are routed to a worker by their account (hash of the Subscription-Id; a commit
 //! or release, which names only its session, goes where the session's reserve went, else by a
@@ -91,11 +91,11 @@ struct Inner {
 }
 
 impl Inner {
-    /// One attempt at a batch: `pg_batch` on PostgreSQL (a fixed number of statements), `ops.rs`
-    /// statement by statement on SQLite and for the naive baseline.
+    /// One attempt at a batch: `batch.rs` (a fixed number of statements whatever the batch's
+    /// size), or `ops.rs` statement by statement for the naive baseline.
     async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
-        if self.db.dialect == Dialect::Postgres && !self.cfg.naive_one_tx_per_op {
-            crate::pg_batch::run_batch(&self.db, now, ops).await
+        if !self.cfg.naive_one_tx_per_op {
+            crate::batch::run_batch(&self.db, now, ops).await
         } else {
             run_batch(&self.db, now, ops).await
         }
@@ -352,8 +352,9 @@ async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
     }
 }
 
-/// One transaction for the whole batch: lock accounts (PostgreSQL, in id order), apply each
-/// op in order, commit.
+/// The naive baseline's transaction (`naive_one_tx_per_op`: one op per call): lock its
+/// accounts (PostgreSQL, in id order, as every batch does), apply the op statement by statement
+/// (`ops.rs`), commit.
 pub(crate) async fn run_batch(
     db: &Database,
     now: Timestamp,
@@ -363,8 +364,8 @@ pub(crate) async fn run_batch(
     conn.execute(db.dialect.begin()).await?;
     let result: Result<Vec<OpResult>, sqlx::Error> = async {
         if db.dialect == Dialect::Postgres {
-            let keys = crate::pg_batch::BatchKeys::of(ops);
-            crate::pg_batch::lock_accounts(&mut conn, &keys).await?;
+            let keys = crate::batch::BatchKeys::of(ops);
+            crate::batch::lock_accounts(&mut conn, db.dialect, &keys).await?;
         }
         let mut ex = Exec {
             conn: &mut conn,

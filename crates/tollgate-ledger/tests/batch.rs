@@ -1,9 +1,9 @@
 //! One batch holding many operations answers and writes exactly what the same operations do
 //! one at a time. The script below is sent twice per backend: once through the naive path
 //! (one transaction per operation, each awaited before the next is sent) and once queued all
-//! at once to a single batch worker that waits long enough to take them in one batch. On
-//! PostgreSQL the batch is decided in memory by pg_batch.rs and written set-based, so this
-//! holds it to ops.rs op by op: a reservation opened and posted in the same batch, a
+//! at once to a single batch worker that waits long enough to take them in one batch. The
+//! batch is decided in memory by batch.rs and written set-based (one statement on PostgreSQL,
+//! one per table on SQLite), so this holds it to ops.rs op by op: a reservation opened and posted in the same batch, a
 //! retransmission and a changed duplicate of a request earlier in the batch, an allowance and
 //! a balance drawn on twice, a release followed by a new reserve of the same session.
 

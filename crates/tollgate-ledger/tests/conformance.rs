@@ -481,9 +481,9 @@ async fn account(
     common::eur_account(db, id, msisdn, balance, credit, alw, Timestamp(T0)).await
 }
 
-/// Edges the main suite does not reach. Same assertions on both backends: on PostgreSQL the
-/// batch is decided by pg_batch.rs and written set-based, on SQLite by ops.rs statement by
-/// statement, so passing on both proves they answer (and write) the same.
+/// Edges the main suite does not reach. Same assertions on both backends, whose batches are
+/// decided by batch.rs and written set-based in each store's SQL (tests/batch.rs holds that
+/// engine to ops.rs, the statement-by-statement baseline).
 async fn edges(test_db: TestDb) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let ledger = SqlLedger::connect(&test_db.url, LedgerConfig::default(), clock.clone())
