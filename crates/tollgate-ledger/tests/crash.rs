@@ -1,5 +1,5 @@
-//! Crash safety: a child process doing ledger ops is SIGKILLed at random points 10 times; every
-//! key it reported committed is present exactly once and `verify` passes.
+//! Crash safety, on both stores: a child process doing ledger ops is SIGKILLed at random points
+//! 10 times; every key it reported committed is present exactly once and `verify` passes.
 
 mod common;
 
@@ -13,10 +13,20 @@ use tollgate_ledger::{LedgerConfig, SqlLedger};
 use tollgate_ocs::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigkill_loses_nothing() {
+async fn sigkill_loses_nothing_postgres() {
     let Some(tdb) = TestDb::postgres("sigkill_loses_nothing").await else {
         return;
     };
+    sigkill_loses_nothing(tdb).await;
+}
+
+/// The embedded default: SQLite in WAL mode with synchronous=FULL, killed mid-batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_loses_nothing_sqlite() {
+    sigkill_loses_nothing(TestDb::sqlite()).await;
+}
+
+async fn sigkill_loses_nothing(tdb: TestDb) {
     let ledger = SqlLedger::connect(&tdb.url, LedgerConfig::default(), Arc::new(SystemClock))
         .await
         .expect("connect");
