@@ -88,6 +88,8 @@ struct Inner {
     db: Database,
     clock: Arc<dyn Clock>,
     cfg: LedgerConfig,
+    /// Batches that failed as a whole and were run again op by op (see the failure policy).
+    split_batches: std::sync::atomic::AtomicU64,
 }
 
 impl Inner {
@@ -194,7 +196,12 @@ impl SqlLedger {
             capacity: cfg.batch.route_capacity.max(1),
             routes: Mutex::new(HashMap::new()),
         });
-        let inner = Arc::new(Inner { db, clock, cfg });
+        let inner = Arc::new(Inner {
+            db,
+            clock,
+            cfg,
+            split_batches: std::sync::atomic::AtomicU64::new(0),
+        });
         let mut queues = Vec::new();
         if !naive {
             for _ in 0..workers {
@@ -212,6 +219,14 @@ impl SqlLedger {
 
     pub fn database(&self) -> &Database {
         &self.inner.db
+    }
+
+    /// How many batches failed as a whole and were run again one op per transaction (also the
+    /// `tollgate_ledger_split_batches_total` counter on /metrics).
+    pub fn split_batches(&self) -> u64 {
+        self.inner
+            .split_batches
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn submit(&self, op: Op) -> OpResult {
@@ -335,6 +350,10 @@ async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
                         message: e.to_string(),
                     })];
                 }
+                inner
+                    .split_batches
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                metrics::counter!("tollgate_ledger_split_batches_total").increment(1);
                 let mut out = Vec::with_capacity(ops.len());
                 for op in ops {
                     let now = inner.clock.now();

@@ -293,6 +293,8 @@ async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
             answers.push(f.await);
         }
     }
+    // The batch never failed and fell back to one transaction per op.
+    assert_eq!(ledger.split_batches(), 0);
     if batched && db.dialect == Dialect::Postgres {
         // One transaction wrote every row: had the batch failed and been split into single
         // operations (the fallback), this test would compare ops.rs with itself.
