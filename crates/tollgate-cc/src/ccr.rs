@@ -80,6 +80,17 @@ fn required<'a>(
     m.find(code).ok_or_else(|| missing(code, name, zero))
 }
 
+/// Text the ledger keys on. U+0000 is valid UTF-8 but neither store can keep it (PostgreSQL
+/// text rejects it, SQLite's JSON functions cut the string there, so two different keys could
+/// meet), so it is refused as an invalid value (RFC 6733 §7.1.5, 5004 with Failed-AVP).
+fn key_text(avp: &Avp) -> Result<String, ProtocolError> {
+    let s = avp.utf8()?;
+    if s.contains('\0') {
+        return Err(invalid(avp, "contains U+0000"));
+    }
+    Ok(s.to_string())
+}
+
 fn invalid(avp: &Avp, reason: &'static str) -> ProtocolError {
     ProtocolError::InvalidAvpValue {
         avp: avp.clone(),
@@ -202,7 +213,7 @@ impl TryFrom<&Message> for Ccr {
 
     fn try_from(m: &Message) -> Result<Self, ProtocolError> {
         let text = |code, name, zero| -> Result<String, ProtocolError> {
-            Ok(required(m, code, name, zero)?.utf8()?.to_string())
+            key_text(required(m, code, name, zero)?)
         };
         let rt_avp = required(m, CC_REQUEST_TYPE, "CC-Request-Type", &[0; 4])?;
         let request_type = match rt_avp.enumerated()? {
@@ -234,7 +245,7 @@ impl TryFrom<&Message> for Ccr {
                 if mm.is(SUBSCRIPTION_ID_TYPE) {
                     kind = Some((mm.enumerated()?, mm));
                 } else if mm.is(SUBSCRIPTION_ID_DATA) {
-                    data = Some(mm.utf8()?.to_string());
+                    data = Some(key_text(&mm).map_err(|e| e.within(&s.as_ref()))?);
                 }
             }
             let (code, kavp) = kind.ok_or_else(|| {
@@ -367,6 +378,25 @@ mod tests {
                 amount: 30
             })
         );
+    }
+
+    #[test]
+    fn nul_in_a_key_text_is_5004_naming_the_avp() {
+        let mut m = base(1);
+        m.avps[0] = Avp::from_str(SESSION_ID, "c;1;\0x");
+        let e = Ccr::try_from(&m).unwrap_err();
+        assert_eq!(e.result_code().0, 5004);
+        assert!(e.offending_avp().unwrap().is(SESSION_ID));
+
+        let m = base(1).with(Avp::grouped(
+            SUBSCRIPTION_ID,
+            &[
+                Avp::from_enum(SUBSCRIPTION_ID_TYPE, 0),
+                Avp::from_str(SUBSCRIPTION_ID_DATA, "15550000001\0"),
+            ],
+        ));
+        let e = Ccr::try_from(&m).unwrap_err();
+        assert_eq!(e.result_code().0, 5004);
     }
 
     #[test]

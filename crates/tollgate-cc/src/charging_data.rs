@@ -10,8 +10,10 @@ use tollgate_codec::{Dictionary, Limits, Message};
 
 fn to_json(d: &Described) -> Value {
     if d.members.is_empty() {
-        // Enumerations read "NAME (n)"; keep them as text so auditors see both.
-        return Value::String(d.value.clone());
+        // Enumerations read "NAME (n)"; keep them as text so auditors see both. U+0000 (valid in
+        // a UTF8String) cannot be stored in PostgreSQL's jsonb: it is kept as U+FFFD, so one odd
+        // character cannot make the record, and with it the CCR-T, fail forever.
+        return Value::String(d.value.replace('\0', "\u{FFFD}"));
     }
     let mut obj = Map::new();
     for m in &d.members {
@@ -58,4 +60,17 @@ pub fn charging_data(m: &Message, ccr: &Ccr) -> Value {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tollgate_codec::Avp;
+
+    #[test]
+    fn nul_in_a_text_value_is_kept_as_replacement_character() {
+        let avp = Avp::from_str(SUBSCRIPTION_ID_DATA, "a\0b");
+        let d = describe_avp(Dictionary::builtin(), &avp, 0, &Limits::default());
+        assert_eq!(to_json(&d), Value::String("a\u{FFFD}b".into()));
+    }
 }

@@ -34,6 +34,37 @@ pub enum OpOutcome {
 }
 
 impl Op {
+    /// Whether any text the stores key on holds U+0000: PostgreSQL's text type rejects it, and
+    /// SQLite's JSON functions (the batch's row sets) end the string there, so two different
+    /// sessions or subscribers could meet. Such an op is refused before it is queued.
+    pub(crate) fn has_nul(&self) -> bool {
+        fn service(s: &ServiceKey) -> &str {
+            &s.service_context
+        }
+        let key = self.key();
+        let mut texts = vec![key.origin_host.as_str(), key.session_id.as_str()];
+        match self {
+            Op::Reserve(r) => texts.extend([
+                r.subscriber.data.as_str(),
+                service(&r.service),
+                &r.session_ref,
+            ]),
+            Op::Commit(r) => texts.extend([service(&r.service), r.session_ref.as_str()]),
+            Op::Release(r) => {
+                texts.push(&r.session_ref);
+                texts.extend(r.service.as_ref().map(service));
+            }
+            Op::DirectDebit(r) => texts.extend([r.subscriber.data.as_str(), service(&r.service)]),
+            Op::Refund(r) => {
+                texts.push(&r.subscriber.data);
+                if let RefundAmount::Units { service: s, .. } = &r.amount {
+                    texts.push(service(s));
+                }
+            }
+        }
+        texts.iter().any(|t| t.contains('\0'))
+    }
+
     pub fn key(&self) -> &RequestKey {
         match self {
             Op::Reserve(r) => &r.key,

@@ -230,6 +230,11 @@ impl SqlLedger {
     }
 
     async fn submit(&self, op: Op) -> OpResult {
+        if op.has_nul() {
+            return Err(LedgerError::InvalidRequest {
+                reason: "text contains U+0000, which the ledger cannot store",
+            });
+        }
         if self.queues.is_empty() {
             let mut out = run_with_retries(&self.inner, std::slice::from_ref(&op)).await;
             return out.pop().unwrap_or(Err(LedgerError::Unavailable));

@@ -1008,6 +1008,24 @@ async fn edges(test_db: TestDb) {
         "{second:?}"
     );
 
+    // U+0000 in a session or subscriber is refused before it reaches either store (SQLite's
+    // JSON functions would cut "nul\0a" and "nul\0b" to the same "nul").
+    for (session, msisdn) in [("nul\0a", "15550000014"), ("nul", "15550000014\0")] {
+        let r = l
+            .reserve(reserve(
+                key(session, 0),
+                msisdn,
+                session,
+                Some(60),
+                exp(300),
+            ))
+            .await;
+        assert!(
+            matches!(r, Err(LedgerError::InvalidRequest { .. })),
+            "{r:?}"
+        );
+    }
+
     let rep = admin::verify(&db).await.expect("verify");
     assert!(rep.is_consistent(), "{:?}", rep.problems);
     drop(l);
