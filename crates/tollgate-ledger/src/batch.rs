@@ -6,10 +6,9 @@
 //!    deadlock on these locks). The locked rows come back with their current balances. On
 //!    SQLite `BEGIN IMMEDIATE` has already taken the database's single write lock.
 //! 2. **Read** what the ops need, for the whole batch in one statement ([`READ_BATCH`],
-//!    [`READ_BATCH_SQLITE`]): the
-//!    Subscription-Id → account mapping, the open reservations of the batch's sessions, the
-//!    stored outcomes of the batch's request keys, the tariffs of its service contexts and the
-//!    valid allowances of its accounts. If that reveals an account not yet locked (another node
+//!    [`READ_BATCH_SQLITE`]): the Subscription-Id → account mapping, the open reservations of
+//!    the batch's sessions, the stored outcomes of the batch's request keys, the tariffs of its
+//!    service contexts and the valid allowances of its accounts. If that reveals an account not yet locked (another node
 //!    opened a reservation meanwhile), it is locked too and the reads repeat.
 //! 3. **Apply** the ops in arrival order to that state in memory ([`BatchState`]), with the
 //!    semantics of `ops.rs` (which the naive one-transaction-per-op baseline runs statement by
@@ -22,9 +21,8 @@
 //! Why: the cost of an operation in PostgreSQL is mostly per statement (executor start-up, the
 //! constraint expressions, PL/pgSQL), not per row. Migration 0002's function ran ~13 statements
 //! per reserve + commit pair; this path runs 5 (BEGIN, lock, read, write, COMMIT) per batch
-//! whatever its size. Under
-//! the row locks of step 1 nothing the batch read can change before it commits, so deciding in
-//! memory is as safe as deciding row by row. On SQLite the cost is per statement too: sqlx
+//! whatever its size. Under the row locks of step 1 nothing the batch read can change before
+//! it commits, so deciding in memory is as safe as deciding row by row. On SQLite the cost is per statement too: sqlx
 //! hands every statement to the connection's worker thread and back, so writing op by op
 //! (~10 statements each) left the embedded store at ~3,900 CCR/s; set-based, ~10,800.
 
@@ -48,7 +46,8 @@ pub(crate) async fn run_batch(
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
     let mut conn = db.pool.acquire().await?;
-    // BEGIN, and plan every statement as the keyed lookup it is (see `Dialect::begin`).
+    // BEGIN (IMMEDIATE on SQLite; on PostgreSQL planning every statement as the keyed lookup
+    // it is: see `Dialect::begin`).
     conn.execute(db.dialect.begin()).await?;
     let result = apply_and_write(&mut conn, db.dialect, now, ops).await;
     end_transaction(conn, result).await
