@@ -1419,7 +1419,12 @@ impl BatchState {
 }
 
 // Step 4 on SQLite: $1 the JSON row set (the same rows as `WRITE_BATCH`'s), $2 the batch's time.
-const SQLITE_NEW_RESERVATIONS: &str = "INSERT INTO reservations (id, account_id, session_ref, \
+// The row set is MATERIALIZED first: read straight from json_each, every `x.value` reference
+// converts the element to text again (22 times per reservation row); once per row instead made
+// the embedded store ~16 % faster end to end (11.4 k -> 13.2 k CCR/s, alternating runs).
+const SQLITE_NEW_RESERVATIONS: &str =
+    "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  INSERT INTO reservations (id, account_id, session_ref, \
     service_context, rating_group, service_id, unit, granted_units, allowance_id, allowance_units, \
     pending_amount, price_minor, price_per_units, expires_at_ms, status, used_units, charged, \
     session_used, session_charged, request_key, created_at_ms, resolved_at_ms) \
@@ -1431,39 +1436,46 @@ const SQLITE_NEW_RESERVATIONS: &str = "INSERT INTO reservations (id, account_id,
     x.value ->> 'used_units', x.value ->> 'charged', x.value ->> 'session_used', \
     x.value ->> 'session_charged', x.value ->> 'request_key', x.value ->> 'created_at_ms', \
     x.value ->> 'resolved_at_ms' \
-  FROM json_each($1) x ORDER BY x.key";
-const SQLITE_RESOLUTIONS: &str = "UPDATE reservations SET status = x.value ->> 'status', \
+  FROM x ORDER BY x.key";
+const SQLITE_RESOLUTIONS: &str = "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  UPDATE reservations SET status = x.value ->> 'status', \
     used_units = x.value ->> 'used_units', charged = x.value ->> 'charged', \
     resolved_at_ms = x.value ->> 'resolved_at_ms' \
-  FROM json_each($1) x \
+  FROM x \
   WHERE reservations.id = x.value ->> 'id' AND reservations.status = x.value ->> 'from_status'";
-const SQLITE_ENTRIES: &str = "INSERT INTO ledger_entries (account_id, kind, amount, \
+const SQLITE_ENTRIES: &str = "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  INSERT INTO ledger_entries (account_id, kind, amount, \
     pending_delta, allowance_id, units, pending_units, reservation_id, used_units, unbilled, \
     request_key, created_at_ms) \
   SELECT x.value ->> 'account_id', x.value ->> 'kind', x.value ->> 'amount', \
     x.value ->> 'pending_delta', x.value ->> 'allowance_id', x.value ->> 'units', \
     x.value ->> 'pending_units', x.value ->> 'reservation_id', x.value ->> 'used_units', \
     x.value ->> 'unbilled', x.value ->> 'request_key', $2 \
-  FROM json_each($1) x ORDER BY x.value ->> 'seq'";
-const SQLITE_ACCOUNT_SUMS: &str = "UPDATE accounts SET \
+  FROM x ORDER BY x.value ->> 'seq'";
+const SQLITE_ACCOUNT_SUMS: &str = "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  UPDATE accounts SET \
     balance = balance + (x.value ->> 'a'), reserved = reserved + (x.value ->> 'b') \
-  FROM json_each($1) x WHERE accounts.id = x.value ->> 'id'";
-const SQLITE_ALLOWANCE_SUMS: &str = "UPDATE allowances SET \
+  FROM x WHERE accounts.id = x.value ->> 'id'";
+const SQLITE_ALLOWANCE_SUMS: &str =
+    "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  UPDATE allowances SET \
     remaining = remaining + (x.value ->> 'a'), reserved = reserved + (x.value ->> 'b') \
-  FROM json_each($1) x WHERE allowances.id = x.value ->> 'id'";
-const SQLITE_RECORDS: &str = "INSERT INTO charging_records (account_id, kind, session_ref, \
+  FROM x WHERE allowances.id = x.value ->> 'id'";
+const SQLITE_RECORDS: &str = "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  INSERT INTO charging_records (account_id, kind, session_ref, \
     service_context, rating_group, service_id, unit, used_units, charged, request_key, payload, \
     created_at_ms) \
   SELECT x.value ->> 'account_id', x.value ->> 'kind', x.value ->> 'session_ref', \
     x.value ->> 'service_context', x.value ->> 'rating_group', x.value ->> 'service_id', \
     x.value ->> 'unit', x.value ->> 'used_units', x.value ->> 'charged', \
     x.value ->> 'request_key', x.value ->> 'payload', $2 \
-  FROM json_each($1) x ORDER BY x.value ->> 'seq'";
-const SQLITE_KEYS: &str = "INSERT INTO idempotency_keys (request_key, op, fingerprint, outcome, \
+  FROM x ORDER BY x.value ->> 'seq'";
+const SQLITE_KEYS: &str = "WITH x AS MATERIALIZED (SELECT key, value FROM json_each($1)) \
+  INSERT INTO idempotency_keys (request_key, op, fingerprint, outcome, \
     account_id, created_at_ms) \
   SELECT x.value ->> 'request_key', x.value ->> 'op', x.value ->> 'fingerprint', \
     x.value ->> 'outcome', x.value ->> 'account_id', $2 \
-  FROM json_each($1) x";
+  FROM x";
 
 /// Step 4 as one statement. Data-modifying CTEs all run to completion; foreign keys are
 /// checked at the end of the statement, so an entry may name a reservation inserted beside
