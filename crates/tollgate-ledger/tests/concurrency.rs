@@ -1,5 +1,5 @@
-//! Two ledger instances (two pools, two batchers) on one PostgreSQL database, 32 tasks each,
-//! reserving and committing against the same 10 accounts.
+//! Two ledger instances (two pools, two batchers) on one database, 32 tasks each, reserving
+//! and committing against the same 10 accounts; on PostgreSQL and on SQLite.
 
 mod common;
 
@@ -13,10 +13,21 @@ use tollgate_ocs::*;
 const CTX: &str = "32260@3gpp.org";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_nodes_keep_money_exact() {
+async fn two_nodes_keep_money_exact_postgres() {
     let Some(tdb) = TestDb::postgres("two_nodes_keep_money_exact").await else {
         return;
     };
+    two_nodes_keep_money_exact(tdb).await;
+}
+
+/// Two processes' worth of pools on one SQLite file: `BEGIN IMMEDIATE` serializes their
+/// batches, and each batch reads only after taking the write lock.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_keep_money_exact_sqlite() {
+    two_nodes_keep_money_exact(TestDb::sqlite()).await;
+}
+
+async fn two_nodes_keep_money_exact(tdb: TestDb) {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let a = SqlLedger::connect(&tdb.url, LedgerConfig::default(), clock.clone())
         .await
