@@ -73,7 +73,8 @@ pub struct LedgerConfig {
     pub pool: PoolConfig,
     pub batch: BatchConfig,
     /// `true` runs every op in its own transaction on the caller's task, statement by statement
-    /// (`ops.rs`, also on PostgreSQL): the naive path, kept only as the benchmark baseline.
+    /// (`ops.rs`): the naive path, kept as the benchmark baseline and as the reference the
+    /// batch engine is tested against (tests/batch.rs).
     pub naive_one_tx_per_op: bool,
     /// Most reservations one `expire` transaction resolves (it loops until none are left).
     pub expire_chunk: u32,

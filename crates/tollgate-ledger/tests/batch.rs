@@ -3,9 +3,10 @@
 //! (one transaction per operation, each awaited before the next is sent) and once queued all
 //! at once to a single batch worker that waits long enough to take them in one batch. The
 //! batch is decided in memory by batch.rs and written set-based (one statement on PostgreSQL,
-//! one per table on SQLite), so this holds it to ops.rs op by op: a reservation opened and posted in the same batch, a
-//! retransmission and a changed duplicate of a request earlier in the batch, an allowance and
-//! a balance drawn on twice, a release followed by a new reserve of the same session.
+//! one per table on SQLite), so this holds it to ops.rs op by op: a reservation opened and
+//! posted in the same batch, a retransmission and a changed duplicate of a request earlier in
+//! the batch, an allowance and a balance drawn on twice, a release followed by a new reserve of
+//! the same session.
 
 mod common;
 
@@ -293,11 +294,11 @@ async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
             answers.push(f.await);
         }
     }
-    // The batch never failed and fell back to one transaction per op.
+    // The batch never failed and fell back to one transaction per op: the test would then
+    // compare one-op batches with ops.rs, not one batch of many.
     assert_eq!(ledger.split_batches(), 0);
     if batched && db.dialect == Dialect::Postgres {
-        // One transaction wrote every row: had the batch failed and been split into single
-        // operations (the fallback), this test would compare ops.rs with itself.
+        // And, from the database's side, one transaction wrote every row.
         let row = sqlx::query(
             "SELECT count(DISTINCT CAST(CAST(xmin AS TEXT) AS BIGINT)) FROM idempotency_keys",
         )
