@@ -83,9 +83,7 @@ pub struct NewAccount {
 }
 
 async fn begin(db: &Database) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, AdminError> {
-    let mut conn = db.pool.acquire().await?;
-    conn.execute(db.dialect.begin()).await?;
-    Ok(conn)
+    Ok(crate::store::begin_transaction(db).await?)
 }
 
 /// Insert a money or allowance entry and move the cached sums with it.

@@ -30,11 +30,11 @@ use crate::ops::{
     check_commit, new_reservation_id, plan_direct_debit, plan_post, refund_amount, to_i64, to_u64,
     AccountRow, Op, OpOutcome, OpResult, PostPlan, ACCOUNT_COLS,
 };
-use crate::store::{end_transaction, Database, Dialect};
+use crate::store::{begin_transaction, end_transaction, Database, Dialect};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::any::AnyRow;
-use sqlx::{AnyConnection, Executor, Row};
+use sqlx::{AnyConnection, Row};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tollgate_ocs::tariff::GrantPlan;
 use tollgate_ocs::*;
@@ -45,10 +45,7 @@ pub(crate) async fn run_batch(
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = db.pool.acquire().await?;
-    // BEGIN (IMMEDIATE on SQLite; on PostgreSQL planning every statement as the keyed lookup
-    // it is: see `Dialect::begin`).
-    conn.execute(db.dialect.begin()).await?;
+    let mut conn = begin_transaction(db).await?;
     let result = apply_and_write(&mut conn, db.dialect, now, ops).await;
     end_transaction(conn, result).await
 }

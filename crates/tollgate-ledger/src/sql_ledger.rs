@@ -24,7 +24,7 @@
 //! retry after a Store error is safe.
 
 use crate::ops::{AccountRow, Exec, Op, OpOutcome, OpResult, ACCOUNT_COLS};
-use crate::store::{end_transaction, Database, Dialect, PoolConfig};
+use crate::store::{begin_transaction, end_transaction, Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
 use sqlx::{Executor, Row};
@@ -385,8 +385,7 @@ pub(crate) async fn run_batch(
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = db.pool.acquire().await?;
-    conn.execute(db.dialect.begin()).await?;
+    let mut conn = begin_transaction(db).await?;
     let result: Result<Vec<OpResult>, sqlx::Error> = async {
         if db.dialect == Dialect::Postgres {
             let keys = crate::batch::BatchKeys::of(ops);
@@ -463,8 +462,7 @@ impl Ledger for SqlLedger {
         let db = &self.inner.db;
         let mut report = ExpireReport::default();
         loop {
-            let mut conn = db.pool.acquire().await.map_err(store_err)?;
-            conn.execute(db.dialect.begin()).await.map_err(store_err)?;
+            let mut conn = begin_transaction(db).await.map_err(store_err)?;
             let chunk = self.inner.cfg.expire_chunk as i64;
             let r: Result<usize, sqlx::Error> = async {
                 let ids: Vec<String> = sqlx::query("SELECT id FROM reservations WHERE status = 'open' AND expires_at_ms <= $1 ORDER BY id LIMIT $2")

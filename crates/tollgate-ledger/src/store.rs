@@ -163,7 +163,19 @@ impl Database {
     }
 }
 
-/// End a ledger transaction opened with [`Dialect::begin`]: COMMIT after success, ROLLBACK
+/// Open a ledger transaction on a pooled connection: `BEGIN IMMEDIATE` on SQLite, on
+/// PostgreSQL `BEGIN` with every statement planned as the keyed lookup it is
+/// ([`Dialect::begin`]). End it with [`end_transaction`].
+pub(crate) async fn begin_transaction(
+    db: &Database,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
+    use sqlx::Executor;
+    let mut conn = db.pool.acquire().await?;
+    conn.execute(db.dialect.begin()).await?;
+    Ok(conn)
+}
+
+/// End a ledger transaction opened with [`begin_transaction`]: COMMIT after success, ROLLBACK
 /// after an error. A connection whose ROLLBACK fails is in an unknown transaction state and is
 /// detached rather than returned to the pool.
 pub(crate) async fn end_transaction<T>(
