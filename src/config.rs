@@ -27,6 +27,11 @@ pub struct DiameterConfig {
     pub origin_state_id: u32,
     /// Peers allowed to connect (Origin-Host); empty = anyone.
     pub allowed_peers: Vec<String>,
+    /// Unknown vendor AVPs with the M bit inside open Grouped AVPs: refused with 5001
+    /// (RFC 6733 §4.1) or accepted, logged and counted.
+    pub unknown_vendor_avps: UnknownVendorAvps,
+    /// Origin-Hosts whose unknown vendor AVPs are accepted whatever `unknown_vendor_avps` says.
+    pub unknown_vendor_avps_accept_from: Vec<String>,
     /// Outbound peers to keep connected (host:port).
     pub peers: Vec<SocketAddr>,
     /// Extra dictionary XML files.
@@ -46,6 +51,24 @@ pub struct DiameterConfig {
     pub tc_ms: u64,
     pub dedup_capacity: usize,
     pub dedup_ttl_s: u64,
+}
+
+/// `diameter.unknown_vendor_avps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownVendorAvps {
+    #[default]
+    Refuse,
+    Accept,
+}
+
+impl UnknownVendorAvps {
+    pub fn rule(self) -> tollgate_codec::UnknownAvps {
+        match self {
+            UnknownVendorAvps::Refuse => tollgate_codec::UnknownAvps::Refuse,
+            UnknownVendorAvps::Accept => tollgate_codec::UnknownAvps::AcceptVendorInOpenGroups,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -98,6 +121,8 @@ impl Default for DiameterConfig {
             origin_realm: "localdomain".into(),
             origin_state_id: 0,
             allowed_peers: Vec::new(),
+            unknown_vendor_avps: UnknownVendorAvps::default(),
+            unknown_vendor_avps_accept_from: Vec::new(),
             peers: Vec::new(),
             dictionaries: Vec::new(),
             tls_listen: None,
@@ -172,7 +197,14 @@ impl Config {
                         + 1
                 })
                 .unwrap_or(0);
-            anyhow::anyhow!("{}:{line}: {}", path.display(), e.message())
+            // The line itself, so the message names the key even when TOML's does not
+            // ("unknown variant `x`").
+            match text.lines().nth(line.wrapping_sub(1)).map(str::trim) {
+                Some(source) if !source.is_empty() => {
+                    anyhow::anyhow!("{}:{line}: {} (in `{source}`)", path.display(), e.message())
+                }
+                _ => anyhow::anyhow!("{}:{line}: {}", path.display(), e.message()),
+            }
         })?;
         cfg.check().with_context(|| path.display().to_string())?;
         Ok(cfg)

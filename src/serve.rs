@@ -18,7 +18,7 @@ use tollgate_cc::{CcConfig, CreditControl};
 use tollgate_codec::{Dictionary, Limits, ResultCode};
 use tollgate_ledger::{BatchConfig, LedgerConfig, PoolConfig, SqlLedger};
 use tollgate_ocs::{Clock, Ledger, SystemClock};
-use tollgate_peer::{Application, LocalPeer, Node, PeerLimits};
+use tollgate_peer::{Application, LocalPeer, Node, PeerLimits, UnknownAvpPolicy};
 use tracing::{info, warn};
 
 #[derive(Args, Debug, Default)]
@@ -182,6 +182,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if !d.allowed_peers.is_empty() {
         local.allowed_peers = Some(d.allowed_peers.clone());
     }
+    local.unknown_avps = UnknownAvpPolicy {
+        default: d.unknown_vendor_avps.rule(),
+        accept_from: d.unknown_vendor_avps_accept_from.clone(),
+    };
     let limits = PeerLimits {
         max_connections: d.max_connections,
         max_in_flight_per_peer: d.max_in_flight_per_peer,

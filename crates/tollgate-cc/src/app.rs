@@ -9,7 +9,7 @@
 //! retransmission replay the stored outcome, which this module turns into the same CCA.
 
 use crate::cca::{Cca, ServiceAnswer};
-use crate::ccr::{Ccr, RequestType, RequestedAction, ServiceRequest, Units};
+use crate::ccr::{ApplicationIdSource, Ccr, RequestType, RequestedAction, ServiceRequest, Units};
 use crate::charging_data::charging_data;
 use crate::config::CcConfig;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use tollgate_ocs::{
     ReleaseRequest, RequestKey, ReserveOutcome, ReserveRequest, ServiceKey, SubscriptionId,
     UnitType,
 };
+use tollgate_peer::deviation::{self, Deviation};
 use tollgate_peer::{AnswerFuture, Application, Request};
 use tracing::{debug, warn};
 
@@ -63,6 +64,13 @@ impl CreditControl {
             Ok(c) => c,
             Err(e) => return self.protocol_error(m, &e),
         };
+        if ccr.application_id_source == ApplicationIdSource::VendorSpecificApplicationId {
+            deviation::report(
+                Deviation::AuthApplicationIdInVendorSpecific,
+                &ccr.origin_host,
+                &ccr.session_id,
+            );
+        }
         let mut cca = Cca::new(&self.cfg, m, &ccr);
         let outcome = match ccr.request_type {
             RequestType::Initial => self.initial(&ccr, &mut cca).await,

@@ -47,9 +47,20 @@ pub struct ServiceRequest {
     pub in_mscc: bool,
 }
 
+/// Where a CCR named its application (RFC 4006 §3.1 wants `{ Auth-Application-Id }`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApplicationIdSource {
+    /// A top-level Auth-Application-Id, as RFC 4006 §3.1 asks.
+    AuthApplicationId,
+    /// Only inside Vendor-Specific-Application-Id (RFC 6733 §6.11), as Kamailio's
+    /// ims_charging sends it: accepted, and reported as a client deviation.
+    VendorSpecificApplicationId,
+}
+
 /// The CCR fields the OCS acts on.
 #[derive(Clone, Debug)]
 pub struct Ccr {
+    pub application_id_source: ApplicationIdSource,
     pub session_id: String,
     pub origin_host: String,
     pub origin_realm: String,
@@ -89,6 +100,35 @@ fn key_text(avp: &Avp) -> Result<String, ProtocolError> {
         return Err(invalid(avp, "contains U+0000"));
     }
     Ok(s.to_string())
+}
+
+/// The CCR's application: a top-level Auth-Application-Id, else the one inside a
+/// Vendor-Specific-Application-Id; whichever is present must name the header's application
+/// (RFC 6733 §3: the header's Application-ID and the AVP identify the same application).
+/// Neither present: 5005 naming Auth-Application-Id, as RFC 4006 §3.1's grammar does.
+fn application_id(m: &Message) -> Result<ApplicationIdSource, ProtocolError> {
+    let header_app = m.header.application.0;
+    let check = |avp: &Avp| -> Result<(), ProtocolError> {
+        if avp.u32()? == header_app {
+            Ok(())
+        } else {
+            Err(invalid(
+                avp,
+                "Auth-Application-Id differs from the header's Application-ID",
+            ))
+        }
+    };
+    if let Some(a) = m.find(AUTH_APPLICATION_ID) {
+        check(a)?;
+        return Ok(ApplicationIdSource::AuthApplicationId);
+    }
+    for vsai in m.find_all(VENDOR_SPECIFIC_APPLICATION_ID) {
+        if let Some(a) = vsai.member(AUTH_APPLICATION_ID)? {
+            check(&a).map_err(|e| e.within(&vsai.as_ref()))?;
+            return Ok(ApplicationIdSource::VendorSpecificApplicationId);
+        }
+    }
+    Err(missing(AUTH_APPLICATION_ID, "Auth-Application-Id", &[0; 4]))
 }
 
 fn invalid(avp: &Avp, reason: &'static str) -> ProtocolError {
@@ -215,6 +255,7 @@ impl TryFrom<&Message> for Ccr {
         let text = |code, name, zero| -> Result<String, ProtocolError> {
             key_text(required(m, code, name, zero)?)
         };
+        let application_id_source = application_id(m)?;
         let rt_avp = required(m, CC_REQUEST_TYPE, "CC-Request-Type", &[0; 4])?;
         let request_type = match rt_avp.enumerated()? {
             1 => RequestType::Initial,
@@ -289,6 +330,7 @@ impl TryFrom<&Message> for Ccr {
             });
         }
         Ok(Ccr {
+            application_id_source,
             session_id: text(SESSION_ID, "Session-Id", b"")?,
             origin_host: text(ORIGIN_HOST, "Origin-Host", b"")?,
             origin_realm: text(ORIGIN_REALM, "Origin-Realm", b"")?,
@@ -397,6 +439,79 @@ mod tests {
         ));
         let e = Ccr::try_from(&m).unwrap_err();
         assert_eq!(e.result_code().0, 5004);
+    }
+
+    /// `base` without its top-level Auth-Application-Id.
+    fn without_auth_application_id(kind: i32) -> Message {
+        let mut m = base(kind);
+        m.avps.retain(|a| !a.is(AUTH_APPLICATION_ID));
+        m
+    }
+
+    fn vsai(vendor: u32, app: u32) -> Avp {
+        Avp::grouped(
+            VENDOR_SPECIFIC_APPLICATION_ID,
+            &[
+                Avp::from_u32(VENDOR_ID, vendor),
+                Avp::from_u32(AUTH_APPLICATION_ID, app),
+            ],
+        )
+    }
+
+    #[test]
+    fn application_id_from_auth_application_id_or_inside_vsai() {
+        let c = Ccr::try_from(&base(1)).unwrap();
+        assert_eq!(
+            c.application_id_source,
+            ApplicationIdSource::AuthApplicationId
+        );
+        // Kamailio's ims_charging: only Vendor-Specific-Application-Id { Vendor-Id 10415, 4 }.
+        let m = without_auth_application_id(1).with(vsai(10415, 4));
+        let c = Ccr::try_from(&m).unwrap();
+        assert_eq!(
+            c.application_id_source,
+            ApplicationIdSource::VendorSpecificApplicationId
+        );
+        // Neither: 5005 naming Auth-Application-Id (RFC 4006 §3.1).
+        let e = Ccr::try_from(&without_auth_application_id(1)).unwrap_err();
+        assert_eq!(e.result_code().0, 5005);
+        assert!(e.offending_avp().unwrap().is(AUTH_APPLICATION_ID));
+        // An application other than the header's: 5004, inside its VSAI.
+        let m = without_auth_application_id(1).with(vsai(10415, 16777238));
+        let e = Ccr::try_from(&m).unwrap_err();
+        assert_eq!(e.result_code().0, 5004);
+        assert!(e.offending_avp().unwrap().is(AUTH_APPLICATION_ID));
+        assert!(e.to_string().contains("inside AVP 260"), "{e}");
+        let failed = e.failed_avp().unwrap().members().unwrap();
+        assert!(failed[0].is(VENDOR_SPECIFIC_APPLICATION_ID));
+        assert_eq!(
+            failed[0]
+                .member(AUTH_APPLICATION_ID)
+                .unwrap()
+                .unwrap()
+                .u32()
+                .unwrap(),
+            16777238
+        );
+        let mut m = base(1);
+        m.avps[4] = Avp::from_u32(AUTH_APPLICATION_ID, 3);
+        assert_eq!(Ccr::try_from(&m).unwrap_err().result_code().0, 5004);
+    }
+
+    #[test]
+    fn e164_subscription_data_is_normalised() {
+        let m = base(1).with(Avp::grouped(
+            SUBSCRIPTION_ID,
+            &[
+                Avp::from_enum(SUBSCRIPTION_ID_TYPE, 0),
+                Avp::from_str(SUBSCRIPTION_ID_DATA, "+15550000001"),
+            ],
+        ));
+        let c = Ccr::try_from(&m).unwrap();
+        assert_eq!(
+            c.subscription_ids,
+            vec![SubscriptionId::e164("15550000001")]
+        );
     }
 
     #[test]

@@ -132,6 +132,43 @@ impl AvpType {
     }
 }
 
+/// What validation does with an AVP it does not know that has the M bit set.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UnknownAvps {
+    /// RFC 6733 §4.1: refuse the message with 5001 DIAMETER_AVP_UNSUPPORTED.
+    #[default]
+    Refuse,
+    /// Accept an unknown vendor-specific AVP (Vendor-Id ≠ 0) inside a Grouped AVP whose
+    /// grammar ends in `*[AVP]`; at the top level, and for IETF AVPs, §4.1 still holds. An
+    /// operator's choice for a client that sends newer 3GPP AVPs than our dictionaries know.
+    AcceptVendorInOpenGroups,
+}
+
+/// An unknown AVP that [`UnknownAvps::AcceptVendorInOpenGroups`] let through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnknownAvp {
+    pub code: u32,
+    pub vendor_id: u32,
+}
+
+/// What [`Dictionary::validate_with`] accepted that the strict rule would have refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidationReport {
+    /// Unknown M-bit AVPs accepted by the policy.
+    pub unknown_accepted: u32,
+    /// The first of them, in wire order.
+    pub first_unknown: Option<UnknownAvp>,
+}
+
+/// The state of one validation walk: its bounds, its policy and what it has seen.
+struct Walk<'l> {
+    limits: &'l Limits,
+    unknown: UnknownAvps,
+    /// AVPs seen so far, grouped members included (bounded by `limits.max_avps`).
+    count: usize,
+    report: ValidationReport,
+}
+
 /// Whether a flag must, may or must not be set (RFC 6733 §4.5 tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FlagRule {
@@ -356,8 +393,21 @@ impl Dictionary {
 
     /// Validates a decoded message against its command grammar and every AVP against its
     /// definition, recursively (RFC 6733 §7.1.5, §4.5, §4.4). Returns the first error, as
-    /// §7.5 asks ("only the first error"), in wire order, then missing AVPs.
+    /// §7.5 asks ("only the first error"), in wire order, then missing AVPs. Unknown AVPs with
+    /// the M bit are refused (§4.1, [`UnknownAvps::Refuse`]).
     pub fn validate(&self, msg: &Message, limits: &Limits) -> Result<(), ProtocolError> {
+        self.validate_with(msg, limits, UnknownAvps::Refuse)
+            .map(|_| ())
+    }
+
+    /// [`Dictionary::validate`] under a policy for unknown M-bit AVPs; the report says which
+    /// unknown AVPs the policy let through, for the caller to log and count.
+    pub fn validate_with(
+        &self,
+        msg: &Message,
+        limits: &Limits,
+        unknown: UnknownAvps,
+    ) -> Result<ValidationReport, ProtocolError> {
         let h = msg.header;
         let Some(cmd) = self.command(h.application, h.command) else {
             return Err(if self.has_application(h.application) {
@@ -393,14 +443,19 @@ impl Dictionary {
         } else {
             Some(&cmd.answer)
         };
-        let mut count = 0;
+        let mut walk = Walk {
+            limits,
+            unknown,
+            count: 0,
+            report: ValidationReport::default(),
+        };
         self.check_group(
             grammar,
             msg.avps.iter().map(|a| Ok(a.as_ref())),
             0,
-            &mut count,
-            limits,
-        )
+            &mut walk,
+        )?;
+        Ok(walk.report)
     }
 
     fn check_group<'a>(
@@ -408,8 +463,7 @@ impl Dictionary {
         grammar: Option<&Grammar>,
         avps: impl Iterator<Item = Result<AvpRef<'a>, BadLength>>,
         depth: usize,
-        count: &mut usize,
-        limits: &Limits,
+        walk: &mut Walk<'_>,
     ) -> Result<(), ProtocolError> {
         // Occurrence counts per rule (saturating: only "more than max" matters); grammars
         // here have at most a few dozen rules.
@@ -424,10 +478,10 @@ impl Dictionary {
         };
         for (position, avp) in avps.enumerate() {
             let avp = avp?;
-            *count += 1;
-            if *count > limits.max_avps {
+            walk.count += 1;
+            if walk.count > walk.limits.max_avps {
                 return Err(ProtocolError::TooManyAvps {
-                    limit: limits.max_avps,
+                    limit: walk.limits.max_avps,
                 });
             }
             if avp.flags.0 & AvpFlags::RESERVED != 0 {
@@ -437,9 +491,22 @@ impl Dictionary {
             }
             let Some(def) = self.avp(avp.code, avp.vendor()) else {
                 // §4.1: an unrecognized AVP with M set is refused; without M it is ignored.
+                // The tolerant policy lets a vendor's AVP through where the group's grammar
+                // ends in *[AVP] (Open5GS sends 3GPP AVPs of later releases there).
                 if avp.flags.is_mandatory() {
-                    return Err(ProtocolError::AvpUnsupported {
-                        avp: avp.to_owned(),
+                    let tolerated = walk.unknown == UnknownAvps::AcceptVendorInOpenGroups
+                        && depth > 0
+                        && avp.vendor() != 0
+                        && grammar.is_some_and(|g| g.any_other);
+                    if !tolerated {
+                        return Err(ProtocolError::AvpUnsupported {
+                            avp: avp.to_owned(),
+                        });
+                    }
+                    walk.report.unknown_accepted += 1;
+                    walk.report.first_unknown.get_or_insert(UnknownAvp {
+                        code: avp.code,
+                        vendor_id: avp.vendor(),
                     });
                 }
                 continue;
@@ -451,7 +518,7 @@ impl Dictionary {
                     reason: "M bit set on an AVP whose M bit must not be set",
                 });
             }
-            self.check_value(def, &avp, depth, count, limits)?;
+            self.check_value(def, &avp, depth, walk)?;
             let Some(g) = grammar else { continue };
             match g.rule_index(avp.code, avp.vendor()) {
                 Some(ri) => {
@@ -491,8 +558,7 @@ impl Dictionary {
         def: &AvpDef,
         avp: &AvpRef<'_>,
         depth: usize,
-        count: &mut usize,
-        limits: &Limits,
+        walk: &mut Walk<'_>,
     ) -> Result<(), ProtocolError> {
         let t = def.avp_type;
         if let Some(n) = t.fixed_len() {
@@ -517,19 +583,13 @@ impl Dictionary {
             // Failed-AVP carries offending AVPs as they were (§7.5): not ours to judge.
             AvpType::Grouped if def.code == 279 && def.vendor == 0 => {}
             AvpType::Grouped => {
-                if depth + 1 > limits.max_depth {
+                if depth + 1 > walk.limits.max_depth {
                     return Err(ProtocolError::NestingTooDeep {
-                        limit: limits.max_depth,
+                        limit: walk.limits.max_depth,
                     });
                 }
-                self.check_group(
-                    def.grammar.as_ref(),
-                    avp.members(),
-                    depth + 1,
-                    count,
-                    limits,
-                )
-                .map_err(|e| e.within(avp))?;
+                self.check_group(def.grammar.as_ref(), avp.members(), depth + 1, walk)
+                    .map_err(|e| e.within(avp))?;
             }
             _ => {}
         }

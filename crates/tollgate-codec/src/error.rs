@@ -2,7 +2,7 @@
 //! Result-Code (RFC 6733 §7.1) and the Failed-AVP content (§7.5) of the answer it deserves, so
 //! the peer layer never has to choose.
 
-use crate::avp::{Avp, AvpCode, AvpRef};
+use crate::avp::{Avp, AvpCode, AvpFlags, AvpRef};
 use crate::codes;
 use crate::header::{ApplicationId, CommandCode, Header, ResultCode};
 
@@ -65,6 +65,38 @@ pub enum ProtocolError {
     /// Grouped AVPs nested deeper than the configured limit → 5012.
     #[error("grouped AVPs nested deeper than {limit} levels")]
     NestingTooDeep { limit: usize },
+    /// An error about an AVP inside Grouped AVPs: the same answer as `error`, with Failed-AVP
+    /// wrapping the offender in copies of its parents (§7.5), and an Error-Message that names
+    /// the offender first, then where it sits.
+    #[error("{error}, inside {}", parent_path(.parents))]
+    Nested {
+        /// The enclosing Grouped AVPs, outermost first.
+        parents: Vec<ParentAvp>,
+        error: Box<ProtocolError>,
+    },
+}
+
+/// The header of a Grouped AVP enclosing an offender: what §7.5's wrapping copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParentAvp {
+    pub code: u32,
+    pub vendor_id: u32,
+    pub flags: AvpFlags,
+}
+
+fn parent_path(parents: &[ParentAvp]) -> String {
+    let mut path = String::new();
+    // Innermost parent first: "inside AVP 456, inside AVP 873".
+    for (i, p) in parents.iter().rev().enumerate() {
+        if i > 0 {
+            path.push_str(" in ");
+        }
+        path.push_str(&format!("AVP {}", p.code));
+        if p.vendor_id != 0 {
+            path.push_str(&format!(" (vendor {})", p.vendor_id));
+        }
+    }
+    path
 }
 
 impl ProtocolError {
@@ -89,13 +121,23 @@ impl ProtocolError {
             CommandUnsupported(_) => ResultCode::COMMAND_UNSUPPORTED,
             ApplicationUnsupported(_) => ResultCode::APPLICATION_UNSUPPORTED,
             TooManyAvps { .. } | NestingTooDeep { .. } => ResultCode::UNABLE_TO_COMPLY,
+            Nested { error, .. } => error.result_code(),
         }
     }
 
-    /// The offending AVP, as Failed-AVP should carry it (§7.5), if the error has one.
+    /// The error itself, without the Grouped AVPs it sits in.
+    pub fn innermost(&self) -> &ProtocolError {
+        match self {
+            ProtocolError::Nested { error, .. } => error,
+            e => e,
+        }
+    }
+
+    /// The offending AVP itself (the innermost one, not wrapped in its parents), if the
+    /// error has one.
     pub fn offending_avp(&self) -> Option<&Avp> {
         use ProtocolError::*;
-        match self {
+        match self.innermost() {
             InvalidAvpBits { avp }
             | InvalidAvpBitCombo { avp, .. }
             | InvalidAvpLength { avp }
@@ -108,32 +150,44 @@ impl ProtocolError {
         }
     }
 
-    /// The Failed-AVP (279) to put in the answer, if the error has an offending AVP.
+    /// The Failed-AVP (279) to put in the answer, if the error has an offending AVP: the
+    /// offender inside copies of the Grouped AVPs that enclose it (§7.5: "the Failed-AVP MAY
+    /// contain the grouped AVP, which in turn contains the single offending AVP").
     pub fn failed_avp(&self) -> Option<Avp> {
-        self.offending_avp()
-            .map(|a| Avp::grouped(codes::FAILED_AVP, std::slice::from_ref(a)))
+        let mut avp = self.offending_avp()?.clone();
+        if let ProtocolError::Nested { parents, .. } = self {
+            for p in parents.iter().rev() {
+                let code = AvpCode::new(p.code, p.vendor_id, p.flags.is_mandatory());
+                let mut wrapped = Avp::grouped(code, std::slice::from_ref(&avp));
+                wrapped.flags = p.flags;
+                avp = wrapped;
+            }
+        }
+        Some(Avp::grouped(codes::FAILED_AVP, std::slice::from_ref(&avp)))
     }
 
-    /// Places the offending AVP inside a copy of its enclosing Grouped AVP, so Failed-AVP shows
-    /// the path to a bad member (§7.5: "the Failed-AVP MAY contain the grouped AVP, which in turn
-    /// contains the single offending AVP").
-    pub fn within(mut self, parent: &AvpRef<'_>) -> Self {
-        use ProtocolError::*;
-        if let InvalidAvpBits { avp }
-        | InvalidAvpBitCombo { avp, .. }
-        | InvalidAvpLength { avp }
-        | InvalidAvpValue { avp, .. }
-        | AvpUnsupported { avp }
-        | MissingAvp { avp, .. }
-        | AvpNotAllowed { avp }
-        | AvpOccursTooManyTimes { avp } = &mut self
-        {
-            let code = AvpCode::new(parent.code, parent.vendor_id, parent.flags.is_mandatory());
-            let mut wrapped = Avp::grouped(code, std::slice::from_ref(avp));
-            wrapped.flags = parent.flags;
-            *avp = wrapped;
+    /// Records that the offending AVP sits inside `parent`, so Failed-AVP shows the path to a
+    /// bad member and Error-Message names the member, not the group. Errors without an
+    /// offending AVP are returned as they are.
+    pub fn within(self, parent: &AvpRef<'_>) -> Self {
+        if self.offending_avp().is_none() {
+            return self;
         }
-        self
+        let parent = ParentAvp {
+            code: parent.code,
+            vendor_id: parent.vendor_id,
+            flags: parent.flags,
+        };
+        match self {
+            ProtocolError::Nested { mut parents, error } => {
+                parents.insert(0, parent);
+                ProtocolError::Nested { parents, error }
+            }
+            e => ProtocolError::Nested {
+                parents: vec![parent],
+                error: Box::new(e),
+            },
+        }
     }
 }
 

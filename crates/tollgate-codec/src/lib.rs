@@ -24,8 +24,10 @@ pub mod message;
 pub mod types;
 
 pub use avp::{Avp, AvpCode, AvpFlags, AvpRef};
-pub use dictionary::{AvpType, Dictionary, DictionaryError};
-pub use error::{DecodeError, ProtocolError};
+pub use dictionary::{
+    AvpType, Dictionary, DictionaryError, UnknownAvp, UnknownAvps, ValidationReport,
+};
+pub use error::{DecodeError, ParentAvp, ProtocolError};
 pub use frame::check_frame;
 pub use header::{ApplicationId, CommandCode, Flags, Header, ResultCode, VendorId};
 pub use message::{Limits, Message};

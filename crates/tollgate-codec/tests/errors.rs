@@ -272,3 +272,112 @@ fn failed_avp_contents_are_not_judged() {
     a.header.flags = Flags(Flags::PROXIABLE | Flags::ERROR);
     validate(&a).unwrap();
 }
+
+/// An MSCC carrying one unknown 3GPP AVP with the M bit inside a Service-Information →
+/// PS-Information path would be deep; the MSCC (RFC 4006 §8.16, `*[AVP]`) is enough.
+fn ccr_with_unknown_vendor_avp_in_mscc() -> (Message, Avp) {
+    let unknown = Avp::from_u32(AvpCode::tgpp(64999), 1);
+    let m = ccr().with(Avp::grouped(
+        MULTIPLE_SERVICES_CREDIT_CONTROL,
+        &[Avp::grouped(REQUESTED_SERVICE_UNIT, &[]), unknown.clone()],
+    ));
+    (m, unknown)
+}
+
+fn decoded(m: &Message) -> Message {
+    Message::decode(&m.to_bytes()).unwrap()
+}
+
+#[test]
+fn unknown_vendor_avp_inside_a_group_is_5001_naming_the_member_within_its_parent() {
+    let (m, unknown) = ccr_with_unknown_vendor_avp_in_mscc();
+    let e = validate(&m).unwrap_err();
+    assert_eq!(e.result_code().0, 5001);
+    // Error-Message names the member first, then where it sits (not "AVP 456").
+    let text = e.to_string();
+    assert!(
+        text.starts_with("AVP 64999 (vendor 10415) is not supported, inside AVP 456"),
+        "{text}"
+    );
+    assert_eq!(e.offending_avp(), Some(&unknown));
+    // Failed-AVP { MSCC { the member } } (RFC 6733 §7.5).
+    let f = failed(&e);
+    assert!(f[0].is(MULTIPLE_SERVICES_CREDIT_CONTROL));
+    assert_eq!(f[0].members().unwrap(), vec![unknown]);
+    // The answer carries both.
+    let a = Message::error_answer(&m.header, m.find(SESSION_ID), &e, "ocs", "realm");
+    assert_eq!(a.find(ERROR_MESSAGE).unwrap().utf8().unwrap(), text);
+}
+
+#[test]
+fn two_levels_deep_the_failed_avp_keeps_both_parents_outermost_first() {
+    // Service-Information { PS-Information { unknown 3GPP AVP, M bit } }.
+    let unknown = Avp::from_u32(AvpCode::tgpp(64998), 1);
+    let ps = Avp::grouped(AvpCode::tgpp(874), std::slice::from_ref(&unknown));
+    let si = Avp::grouped(AvpCode::tgpp(873), &[ps]);
+    let e = validate(&ccr().with(si)).unwrap_err();
+    assert_eq!(e.result_code().0, 5001);
+    assert!(
+        e.to_string()
+            .contains("inside AVP 874 (vendor 10415) in AVP 873 (vendor 10415)"),
+        "{e}"
+    );
+    let f = failed(&e);
+    assert_eq!((f[0].code, f[0].vendor_id), (873, 10415));
+    let ps = f[0].members().unwrap();
+    assert_eq!((ps[0].code, ps[0].vendor_id), (874, 10415));
+    assert_eq!(ps[0].members().unwrap(), vec![unknown]);
+}
+
+#[test]
+fn the_tolerant_policy_accepts_unknown_vendor_avps_only_inside_open_groups() {
+    use tollgate_codec::{UnknownAvp, UnknownAvps};
+    let dict = Dictionary::builtin();
+    let limits = Limits::default();
+    let tolerant = UnknownAvps::AcceptVendorInOpenGroups;
+    let (m, _) = ccr_with_unknown_vendor_avp_in_mscc();
+    let report = dict.validate_with(&decoded(&m), &limits, tolerant).unwrap();
+    assert_eq!(report.unknown_accepted, 1);
+    assert_eq!(
+        report.first_unknown,
+        Some(UnknownAvp {
+            code: 64999,
+            vendor_id: 10415
+        })
+    );
+    // The default is RFC 6733 §4.1.
+    assert_eq!(
+        dict.validate_with(&decoded(&m), &limits, UnknownAvps::default())
+            .unwrap_err()
+            .result_code()
+            .0,
+        5001
+    );
+    // Still refused: at the top level, an IETF (vendor 0) AVP inside a group, and a vendor AVP
+    // inside a group whose grammar is closed (Subscription-Id has no *[AVP]).
+    let top = ccr().with(Avp::from_u32(AvpCode::tgpp(64999), 1));
+    let ietf = ccr().with(Avp::grouped(
+        MULTIPLE_SERVICES_CREDIT_CONTROL,
+        &[Avp::from_u32(AvpCode::base(64999), 1)],
+    ));
+    let closed = ccr().with(Avp::grouped(
+        SUBSCRIPTION_ID,
+        &[
+            Avp::from_enum(SUBSCRIPTION_ID_TYPE, 0),
+            Avp::from_str(SUBSCRIPTION_ID_DATA, "15550000001"),
+            Avp::from_u32(AvpCode::tgpp(64999), 1),
+        ],
+    ));
+    for m in [top, ietf, closed] {
+        let e = dict
+            .validate_with(&decoded(&m), &limits, tolerant)
+            .unwrap_err();
+        assert_eq!(e.result_code().0, 5001, "{e}");
+    }
+    // A message with nothing unknown reports nothing.
+    let clean = dict
+        .validate_with(&decoded(&ccr()), &limits, tolerant)
+        .unwrap();
+    assert_eq!(clean.unknown_accepted, 0);
+    assert_eq!(clean.first_unknown, None);
+}

@@ -330,18 +330,20 @@ async fn read_locked(
         .map(|o| o.key().to_key_string())
         .collect::<Vec<_>>())
     .to_string();
+    // Every context a tariff may name for these services (ServiceKey::tariff_contexts).
     let contexts = json!(ops
         .iter()
         .filter_map(|o| match o {
-            Op::Reserve(r) => Some(r.service.service_context.as_str()),
-            Op::Commit(r) => Some(r.service.service_context.as_str()),
-            Op::DirectDebit(r) => Some(r.service.service_context.as_str()),
+            Op::Reserve(r) => Some(&r.service),
+            Op::Commit(r) => Some(&r.service),
+            Op::DirectDebit(r) => Some(&r.service),
             Op::Refund(RefundRequest {
                 amount: RefundAmount::Units { service, .. },
                 ..
-            }) => Some(service.service_context.as_str()),
+            }) => Some(service),
             _ => None,
         })
+        .flat_map(ServiceKey::tariff_contexts)
         .collect::<BTreeSet<_>>())
     .to_string();
     // Normally one round: the reads only name accounts the lock statement locked. A
@@ -690,23 +692,25 @@ impl BatchState {
             .ok_or_else(|| protocol(format!("ledger batch: account {id} was not locked")))
     }
 
+    /// The most specific context with an applicable tariff (ServiceKey::tariff_contexts), then
     /// Service-Identifier match first, then Rating-Group, then context-wide (ops.rs `tariff`).
     fn tariff(&self, service: &ServiceKey, unit: UnitType, currency: &str) -> Option<Tariff> {
         let sid = service.service_id.map(i64::from);
         let rg = service.rating_group.map(i64::from);
+        let contexts: Vec<&str> = service.tariff_contexts().collect();
         self.tariffs
             .iter()
-            .filter(|t| {
-                t.service_context == service.service_context
-                    && t.unit == unit.as_str()
-                    && t.tariff_currency == currency
+            .filter_map(|t| {
+                let rank = contexts.iter().position(|c| *c == t.service_context)?;
+                (t.unit == unit.as_str() && t.tariff_currency == currency).then_some((rank, t))
             })
-            .filter(|t| {
+            .filter(|(_, t)| {
                 (t.service_id.is_some() && t.service_id == sid)
                     || (t.service_id.is_none() && t.rating_group.is_some() && t.rating_group == rg)
                     || (t.service_id.is_none() && t.rating_group.is_none())
             })
-            .min_by_key(|t| (t.service_id.is_none(), t.rating_group.is_none()))
+            .min_by_key(|(rank, t)| (*rank, t.service_id.is_none(), t.rating_group.is_none()))
+            .map(|(_, t)| t)
             .map(|t| Tariff {
                 service: service.clone(),
                 unit,

@@ -404,9 +404,27 @@ impl Exec<'_> {
         row.as_ref().map(AccountRow::from_row).transpose()
     }
 
-    /// Tariff lookup: Service-Identifier match first, then Rating-Group, then context-wide.
+    /// Tariff lookup: the most specific context with an applicable tariff
+    /// (ServiceKey::tariff_contexts), then Service-Identifier match first, then Rating-Group,
+    /// then context-wide.
     async fn tariff(
         &mut self,
+        service: &ServiceKey,
+        unit: UnitType,
+        currency: Option<&str>,
+    ) -> Result<Option<Tariff>, sqlx::Error> {
+        for context in service.tariff_contexts() {
+            if let Some(t) = self.tariff_in(context, service, unit, currency).await? {
+                return Ok(Some(t));
+            }
+        }
+        Ok(None)
+    }
+
+    /// [`Self::tariff`] within one Service-Context-Id.
+    async fn tariff_in(
+        &mut self,
+        context: &str,
         service: &ServiceKey,
         unit: UnitType,
         currency: Option<&str>,
@@ -417,7 +435,7 @@ impl Exec<'_> {
              AND (service_id = $4 OR (service_id IS NULL AND rating_group = $5) OR (service_id IS NULL AND rating_group IS NULL)) \
              ORDER BY CASE WHEN service_id IS NULL THEN 1 ELSE 0 END, CASE WHEN rating_group IS NULL THEN 1 ELSE 0 END LIMIT 1",
         )
-        .bind(&service.service_context)
+        .bind(context)
         .bind(unit.as_str())
         .bind(currency.map(str::to_string))
         .bind(service.service_id.map(i64::from))

@@ -24,6 +24,6 @@ pub use clock::{Clock, ManualClock, SystemClock, Timestamp};
 pub use error::{LedgerError, Refusal};
 pub use ledger::*;
 pub use money::{AmountError, Currency, Money};
-pub use subscription::{SubscriptionId, SubscriptionType};
-pub use tariff::{Price, ServiceKey, Tariff};
+pub use subscription::{normalize_e164, SubscriptionId, SubscriptionType};
+pub use tariff::{tariff_contexts, Price, ServiceKey, Tariff};
 pub use units::{Octets, Seconds, ServiceUnits, UnitType};

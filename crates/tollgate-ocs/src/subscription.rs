@@ -48,19 +48,45 @@ pub struct SubscriptionId {
 }
 
 impl SubscriptionId {
+    /// A subscription as it arrives (Subscription-Id-Data) or is stored. E.164 numbers are
+    /// kept one way, digits only ([`normalize_e164`]); anything else is kept as it is.
     pub fn new(kind: SubscriptionType, data: impl Into<String>) -> Self {
-        SubscriptionId {
-            kind,
-            data: data.into(),
-        }
+        let data = data.into();
+        let data = match kind {
+            SubscriptionType::E164 => normalize_e164(&data).unwrap_or(data),
+            _ => data,
+        };
+        SubscriptionId { kind, data }
     }
     pub fn e164(msisdn: impl Into<String>) -> Self {
         Self::new(SubscriptionType::E164, msisdn)
     }
 }
 
+/// An E.164 number as Tollgate stores and matches it: its digits alone, `None` when the text is
+/// not a number.
+///
+/// RFC 4006 §8.47 asks for END_USER_E164 "in international E.164 format", which is digits
+/// (ITU-T E.164 §6), but deployed clients send the `+` of the international prefix: Kamailio's
+/// ims_charging copies it from a `tel:+…` URI. Operators also write numbers with the visual
+/// separators of ITU-T E.123 §7 (spaces, hyphens, dots, parentheses). So one leading `+` and
+/// those separators are dropped, and at most 15 digits (E.164 §6.1) must remain.
+pub fn normalize_e164(text: &str) -> Option<String> {
+    let body = text.trim();
+    let body = body.strip_prefix('+').unwrap_or(body);
+    let mut digits = String::with_capacity(body.len());
+    for c in body.chars() {
+        match c {
+            '0'..='9' => digits.push(c),
+            ' ' | '-' | '.' | '(' | ')' => {}
+            _ => return None,
+        }
+    }
+    (1..=15).contains(&digits.len()).then_some(digits)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad subscription {0:?}: write e164:DIGITS, imsi:DIGITS, sip:USER@HOST, nai:USER@REALM or private:ID")]
+#[error("bad subscription {0:?}: write e164:DIGITS (a leading + and spaces, dots, hyphens or parentheses are accepted), imsi:DIGITS, sip:USER@HOST, nai:USER@REALM or private:ID")]
 pub struct SubscriptionParseError(pub String);
 
 impl FromStr for SubscriptionId {
@@ -79,16 +105,15 @@ impl FromStr for SubscriptionId {
         if data.is_empty() || data.len() > 256 || data.chars().any(|c| c.is_control()) {
             return Err(err());
         }
-        if matches!(kind, SubscriptionType::E164 | SubscriptionType::Imsi)
-            && !data.bytes().all(|b| b.is_ascii_digit())
-        {
+        if kind == SubscriptionType::Imsi && !data.bytes().all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
-        // For SIP URIs the stored data is the full URI, as it travels in Subscription-Id-Data.
-        let data = if kind == SubscriptionType::SipUri {
-            format!("sip:{data}")
-        } else {
-            data.to_string()
+        let data = match kind {
+            SubscriptionType::E164 => normalize_e164(data).ok_or_else(err)?,
+            // For SIP URIs the stored data is the full URI, as it travels in
+            // Subscription-Id-Data.
+            SubscriptionType::SipUri => format!("sip:{data}"),
+            _ => data.to_string(),
         };
         Ok(SubscriptionId { kind, data })
     }
@@ -125,5 +150,44 @@ mod tests {
         assert!("e164:12a".parse::<SubscriptionId>().is_err());
         assert!("tel:1".parse::<SubscriptionId>().is_err());
         assert!("e164:".parse::<SubscriptionId>().is_err());
+    }
+
+    #[test]
+    fn e164_numbers_are_stored_as_digits() {
+        for s in [
+            "e164:+15550000001",
+            "e164:15550000001",
+            "e164:+1 555 000 0001",
+            "e164:+1 (555) 000-0001",
+            "e164:1.555.000.0001",
+        ] {
+            let id: SubscriptionId = s.parse().expect(s);
+            assert_eq!(id.data, "15550000001", "{s}");
+            assert_eq!(id.to_string(), "e164:15550000001");
+        }
+        // As a CCR carries it (Kamailio keeps the + of tel:+…).
+        assert_eq!(
+            SubscriptionId::new(SubscriptionType::E164, "+15550000001"),
+            SubscriptionId::e164("15550000001")
+        );
+        // Not a number: kept as sent (it matches no account), refused on the command line.
+        assert_eq!(
+            SubscriptionId::new(SubscriptionType::E164, "alice").data,
+            "alice"
+        );
+        for bad in [
+            "e164:++15550000001",
+            "e164:+",
+            "e164:1555x",
+            "e164:1234567890123456",
+            "e164:tel:+1555",
+        ] {
+            assert!(bad.parse::<SubscriptionId>().is_err(), "{bad}");
+        }
+        // Other kinds are untouched.
+        assert_eq!(
+            SubscriptionId::new(SubscriptionType::Nai, "+1 a").data,
+            "+1 a"
+        );
     }
 }

@@ -35,6 +35,36 @@ impl ServiceKey {
         self.service_id = Some(sid);
         self
     }
+
+    /// The Service-Context-Id values a tariff may name to price this key, most specific first:
+    /// see [`tariff_contexts`].
+    pub fn tariff_contexts(&self) -> impl Iterator<Item = &str> {
+        tariff_contexts(&self.service_context)
+    }
+}
+
+/// Most labels a Service-Context-Id may drop to reach the tariff that prices it: TS 32.299
+/// §7.1.12 prefixes at most four (extension, MNC, MCC, release).
+const MAX_CONTEXT_PREFIX_LABELS: usize = 4;
+
+/// The Service-Context-Id values whose tariff may price a request for `service_context`, most
+/// specific first: the id itself, then its standard suffixes.
+///
+/// TS 32.299 §7.1.12 builds the id as `[<extension>.]<MNC>.<MCC>.<release>.<service-context>@<domain>`
+/// (Kamailio sends `ext.01.001.8.32260@3gpp.org` for IMS), and the operator prices the service
+/// (`32260@3gpp.org`), not each network and release. So the leading dot-separated labels of the
+/// part before `@` are dropped one at a time, at most four; every candidate keeps its `@` and
+/// domain. An id without `@` has no suffixes. The rule for choosing among tariffs: the most
+/// specific context that has an applicable tariff wins, then Service-Identifier over
+/// Rating-Group over context-wide within it (README "Charging").
+pub fn tariff_contexts(service_context: &str) -> impl Iterator<Item = &str> {
+    let local_end = service_context.find('@').unwrap_or(0);
+    let suffixes = service_context[..local_end]
+        .match_indices('.')
+        .take(MAX_CONTEXT_PREFIX_LABELS)
+        .map(move |(dot, _)| &service_context[dot + 1..])
+        .filter(|suffix| !suffix.starts_with('@'));
+    std::iter::once(service_context).chain(suffixes)
 }
 
 /// A price as a fraction: `minor` minor units per `per_units` units, so prices finer than one
@@ -192,6 +222,41 @@ impl Tariff {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tariff_contexts_run_from_the_full_id_to_the_service() {
+        fn all(id: &str) -> Vec<&str> {
+            tariff_contexts(id).collect()
+        }
+        assert_eq!(
+            all("ext.01.001.8.32260@3gpp.org"),
+            [
+                "ext.01.001.8.32260@3gpp.org",
+                "01.001.8.32260@3gpp.org",
+                "001.8.32260@3gpp.org",
+                "8.32260@3gpp.org",
+                "32260@3gpp.org"
+            ]
+        );
+        assert_eq!(all("32251@3gpp.org"), ["32251@3gpp.org"]);
+        assert_eq!(
+            all("10.32260@3gpp.org"),
+            ["10.32260@3gpp.org", "32260@3gpp.org"]
+        );
+        // No @: not a TS 32.299 id, so no suffixes; dots after @ are the domain's.
+        assert_eq!(all("a.b.c"), ["a.b.c"]);
+        assert_eq!(all("x@a.b"), ["x@a.b"]);
+        // At most four labels dropped; never a bare @domain.
+        assert_eq!(all("a.b.c.d.e.f@x").last(), Some(&"e.f@x"));
+        assert_eq!(all("a.@x"), ["a.@x"]);
+        assert_eq!(
+            ServiceKey::context("8.32260@3gpp.org")
+                .with_rating_group(1)
+                .tariff_contexts()
+                .collect::<Vec<_>>(),
+            ["8.32260@3gpp.org", "32260@3gpp.org"]
+        );
+    }
 
     fn tariff(price: &str, quantum: u64, min_grant: u64) -> Tariff {
         Tariff {

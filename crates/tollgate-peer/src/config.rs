@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 use std::time::Duration;
-use tollgate_codec::Limits;
+use tollgate_codec::{Limits, UnknownAvps};
 
 /// Local identity and capabilities.
 #[derive(Clone, Debug)]
@@ -20,6 +20,34 @@ pub struct LocalPeer {
     pub supported_vendor_ids: Vec<u32>,
     /// When set, only these Origin-Hosts may connect (others get 3010 UNKNOWN_PEER).
     pub allowed_peers: Option<Vec<String>>,
+    /// What requests from each peer get for unknown M-bit vendor AVPs.
+    pub unknown_avps: UnknownAvpPolicy,
+}
+
+/// RFC 6733 §4.1 for unknown M-bit AVPs, globally and per peer: refuse (5001) unless the
+/// operator accepted unknown vendor AVPs inside open Grouped AVPs
+/// ([`UnknownAvps::AcceptVendorInOpenGroups`]) for everyone or for named peers.
+#[derive(Clone, Debug, Default)]
+pub struct UnknownAvpPolicy {
+    /// The rule for every peer.
+    pub default: UnknownAvps,
+    /// Origin-Hosts that get [`UnknownAvps::AcceptVendorInOpenGroups`] whatever the default.
+    pub accept_from: Vec<String>,
+}
+
+impl UnknownAvpPolicy {
+    /// The rule for requests from `origin_host`.
+    pub fn for_peer(&self, origin_host: &str) -> UnknownAvps {
+        if self
+            .accept_from
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(origin_host))
+        {
+            UnknownAvps::AcceptVendorInOpenGroups
+        } else {
+            self.default
+        }
+    }
 }
 
 impl LocalPeer {
@@ -34,6 +62,7 @@ impl LocalPeer {
             origin_state_id: 1,
             supported_vendor_ids: vec![10415],
             allowed_peers: None,
+            unknown_avps: UnknownAvpPolicy::default(),
         }
     }
 }

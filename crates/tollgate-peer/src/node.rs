@@ -10,6 +10,7 @@ use crate::app::{Application, Request};
 use crate::capabilities::{self, PeerCapabilities};
 use crate::config::{LocalPeer, PeerLimits};
 use crate::dedup::{readdress, DuplicateCache, Seen};
+use crate::deviation::{self, Deviation};
 use crate::framing::{DiameterFramer, FrameError};
 use crate::fsm::{Conn, FsmTimers, PeerAction, PeerEvent, PeerFsm, PeerState};
 use crate::watchdog::{jitter_source, Watchdog, WatchdogAction, WatchdogEvent};
@@ -950,7 +951,22 @@ impl OpenConn {
         if !self.common.contains(&h.application) {
             return Err(ProtocolError::ApplicationUnsupported(h.application));
         }
-        self.node.dict.validate(msg, &self.node.limits.codec)
+        let unknown = self.node.local.unknown_avps.for_peer(&self.peer);
+        let report = self
+            .node
+            .dict
+            .validate_with(msg, &self.node.limits.codec, unknown)?;
+        if let Some(first) = report.first_unknown {
+            deviation::report(
+                Deviation::UnknownVendorAvpAccepted,
+                &self.peer,
+                &format!(
+                    "{} unknown AVP(s), the first code {} vendor {}",
+                    report.unknown_accepted, first.code, first.vendor_id
+                ),
+            );
+        }
+        Ok(())
     }
 
     /// §6.1: requests for another realm (3003) or host (3002). Relaying is not offered.
