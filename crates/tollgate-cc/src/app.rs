@@ -232,14 +232,13 @@ impl CreditControl {
                 requested_units: r.map(|u| u.amount),
                 expires_at: self.expiry(),
             });
-            let used = s.used.map(|u| u.amount).unwrap_or(0);
             let outcome = self
                 .ledger
                 .commit(CommitRequest {
                     key: self.key(ccr, s.rating_group),
                     session_ref: ccr.session_id.clone(),
                     service: self.service_key(ccr, s),
-                    used_units: used,
+                    used: s.used.unwrap_or_default(),
                     next,
                     final_commit: false,
                     cdr: None,
@@ -254,8 +253,8 @@ impl CreditControl {
                             let unit = s
                                 .requested
                                 .flatten()
-                                .or(s.used)
                                 .map(|u| u.unit)
+                                .or_else(|| s.used.and_then(|u| u.reported().next()))
                                 .unwrap_or(UnitType::Seconds);
                             a = ServiceAnswer {
                                 charged: a.charged,
@@ -294,7 +293,7 @@ impl CreditControl {
                     key: self.key(ccr, s.rating_group),
                     session_ref: ccr.session_id.clone(),
                     service: self.service_key(ccr, s),
-                    used_units: s.used.map(|u| u.amount).unwrap_or(0),
+                    used: s.used.unwrap_or_default(),
                     next: None,
                     final_commit: true,
                     cdr: Some(cdr.clone()),

@@ -4,7 +4,7 @@
 
 use tollgate_codec::codes::*;
 use tollgate_codec::{Avp, AvpCode, Message, ProtocolError};
-use tollgate_ocs::{SubscriptionId, SubscriptionType, UnitType};
+use tollgate_ocs::{SubscriptionId, SubscriptionType, UnitType, UsedUnits};
 
 /// CC-Request-Type (416).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,8 +40,9 @@ pub struct ServiceRequest {
     pub service_identifier: Option<u32>,
     /// `Some(None)`: an empty Requested-Service-Unit (the OCS chooses the amount).
     pub requested: Option<Option<Units>>,
-    /// Used-Service-Unit, summed when several are reported in one unit type.
-    pub used: Option<Units>,
+    /// Used-Service-Unit: every unit type reported, each summed over the USUs of the request
+    /// (the ledger charges the one its reservation is in).
+    pub used: Option<UsedUnits>,
     pub reporting_reason: Option<i32>,
     /// It came in a Multiple-Services-Credit-Control (answer in MSCC), not at the top level.
     pub in_mscc: bool,
@@ -138,81 +139,93 @@ fn invalid(avp: &Avp, reason: &'static str) -> ProtocolError {
     }
 }
 
+/// The unit AVPs of one Requested- or Used-Service-Unit (RFC 4006 §8.18, §8.19).
+#[derive(Clone, Copy, Debug, Default)]
+struct UnitReport {
+    /// An amount per unit type. Octets: CC-Total-Octets when present, else CC-Input-Octets
+    /// plus CC-Output-Octets (rated together as total octets).
+    amounts: UsedUnits,
+    /// The unit type that came first on the wire: the one a request asks for.
+    first: Option<UnitType>,
+}
+
+impl UnitReport {
+    /// The amount in the first unit type, as a Requested-Service-Unit asks for it.
+    fn requested(&self) -> Option<Units> {
+        let unit = self.first?;
+        Some(Units {
+            unit,
+            amount: self.amounts.charged_in(unit),
+        })
+    }
+
+    /// Every amount, when any unit AVP was there.
+    fn used(&self) -> Option<UsedUnits> {
+        self.first.map(|_| self.amounts)
+    }
+}
+
 /// Reads the unit AVPs of a Requested-/Used-/Granted-Service-Unit (RFC 4006 §8.17–8.19).
 /// CC-Money counts minor units of its Unit-Value at the given exponent.
-fn units_of(group: &Avp) -> Result<Option<Units>, ProtocolError> {
-    let members = group.members()?;
-    let mut found: Option<Units> = None;
-    for m in &members {
-        let u = if m.is(CC_TIME) {
-            Some(Units {
-                unit: UnitType::Seconds,
-                amount: u64::from(m.u32()?),
-            })
+fn units_of(group: &Avp) -> Result<UnitReport, ProtocolError> {
+    let mut report = UnitReport::default();
+    let mut total_octets = None;
+    let mut in_out_octets: Option<u64> = None;
+    for m in &group.members()? {
+        let unit = if m.is(CC_TIME) {
+            report.amounts.add(UnitType::Seconds, u64::from(m.u32()?));
+            UnitType::Seconds
         } else if m.is(CC_TOTAL_OCTETS) {
-            Some(Units {
-                unit: UnitType::Octets,
-                amount: m.u64()?,
-            })
+            total_octets = Some(m.u64()?);
+            UnitType::Octets
         } else if m.is(CC_INPUT_OCTETS) || m.is(CC_OUTPUT_OCTETS) {
-            // Input and output octets are rated together as total octets.
-            Some(Units {
-                unit: UnitType::Octets,
-                amount: m.u64()?,
-            })
+            in_out_octets = Some(in_out_octets.unwrap_or(0).saturating_add(m.u64()?));
+            UnitType::Octets
         } else if m.is(CC_SERVICE_SPECIFIC_UNITS) {
-            Some(Units {
-                unit: UnitType::Units,
-                amount: m.u64()?,
-            })
+            report.amounts.add(UnitType::Units, m.u64()?);
+            UnitType::Units
         } else if m.is(CC_MONEY) {
-            let uv = m
-                .member(UNIT_VALUE)?
-                .ok_or_else(|| missing(UNIT_VALUE, "Unit-Value", b""))?;
-            let digits = uv
-                .member(VALUE_DIGITS)?
-                .ok_or_else(|| missing(VALUE_DIGITS, "Value-Digits", &[0; 8]))?
-                .i64()?;
-            let exp = uv
-                .member(EXPONENT)?
-                .map(|e| e.i32())
-                .transpose()?
-                .unwrap_or(0);
-            let amount = u64::try_from(digits)
-                .ok()
-                .filter(|_| exp == 0)
-                .ok_or_else(|| {
-                    invalid(
-                        m,
-                        "CC-Money must be a non-negative whole number of minor units (Exponent 0)",
-                    )
-                })?;
-            Some(Units {
-                unit: UnitType::Money,
-                amount,
-            })
+            report.amounts.add(UnitType::Money, money_units(m)?);
+            UnitType::Money
         } else {
-            None
+            continue;
         };
-        if let Some(u) = u {
-            found = match found {
-                // Input + output octets of one report add up to the total.
-                Some(prev)
-                    if prev.unit == u.unit
-                        && u.unit == UnitType::Octets
-                        && !m.is(CC_TOTAL_OCTETS) =>
-                {
-                    Some(Units {
-                        unit: u.unit,
-                        amount: prev.amount.saturating_add(u.amount),
-                    })
-                }
-                Some(prev) => Some(prev),
-                None => Some(u),
-            };
-        }
+        report.first.get_or_insert(unit);
     }
-    Ok(found)
+    report.amounts.octets = total_octets.or(in_out_octets);
+    Ok(report)
+}
+
+/// CC-Money (RFC 4006 §8.22) as minor units: Unit-Value with Exponent 0.
+fn money_units(m: &Avp) -> Result<u64, ProtocolError> {
+    let uv = m
+        .member(UNIT_VALUE)?
+        .ok_or_else(|| missing(UNIT_VALUE, "Unit-Value", b""))?;
+    let digits = uv
+        .member(VALUE_DIGITS)?
+        .ok_or_else(|| missing(VALUE_DIGITS, "Value-Digits", &[0; 8]))?
+        .i64()?;
+    let exp = uv
+        .member(EXPONENT)?
+        .map(|e| e.i32())
+        .transpose()?
+        .unwrap_or(0);
+    u64::try_from(digits)
+        .ok()
+        .filter(|_| exp == 0)
+        .ok_or_else(|| {
+            invalid(
+                m,
+                "CC-Money must be a non-negative whole number of minor units (Exponent 0)",
+            )
+        })
+}
+
+/// Several Used-Service-Unit AVPs of one request add up, unit by unit.
+fn add_used(sum: &mut Option<UsedUnits>, report: UnitReport) {
+    if let Some(used) = report.used() {
+        sum.get_or_insert_with(UsedUnits::default).add_all(&used);
+    }
 }
 
 fn service_request(mscc: &Avp) -> Result<ServiceRequest, ProtocolError> {
@@ -226,18 +239,9 @@ fn service_request(mscc: &Avp) -> Result<ServiceRequest, ProtocolError> {
         } else if m.is(SERVICE_IDENTIFIER) {
             s.service_identifier = Some(m.u32()?);
         } else if m.is(REQUESTED_SERVICE_UNIT) {
-            s.requested = Some(units_of(&m)?);
+            s.requested = Some(units_of(&m)?.requested());
         } else if m.is(USED_SERVICE_UNIT) {
-            if let Some(u) = units_of(&m)? {
-                s.used = Some(match s.used {
-                    Some(prev) if prev.unit == u.unit => Units {
-                        unit: u.unit,
-                        amount: prev.amount.saturating_add(u.amount),
-                    },
-                    Some(prev) => prev,
-                    None => u,
-                });
-            }
+            add_used(&mut s.used, units_of(&m)?);
             if let Some(r) = m.member(REPORTING_REASON)? {
                 s.reporting_reason = Some(r.enumerated()?);
             }
@@ -305,19 +309,13 @@ impl TryFrom<&Message> for Ccr {
             services.push(service_request(mscc).map_err(|e| e.within(&mscc.as_ref()))?);
         }
         // RFC 4006 style: units at the top level (Ro puts them in MSCC; accept both).
-        let top_rsu = m.find(REQUESTED_SERVICE_UNIT).map(units_of).transpose()?;
-        let mut top_used: Option<Units> = None;
+        let top_rsu = m
+            .find(REQUESTED_SERVICE_UNIT)
+            .map(|r| units_of(r).map(|u| u.requested()))
+            .transpose()?;
+        let mut top_used: Option<UsedUnits> = None;
         for u in m.find_all(USED_SERVICE_UNIT) {
-            if let Some(x) = units_of(u)? {
-                top_used = Some(match top_used {
-                    Some(p) if p.unit == x.unit => Units {
-                        unit: x.unit,
-                        amount: p.amount.saturating_add(x.amount),
-                    },
-                    Some(p) => p,
-                    None => x,
-                });
-            }
+            add_used(&mut top_used, units_of(u)?);
         }
         if top_rsu.is_some() || top_used.is_some() {
             services.push(ServiceRequest {
@@ -408,17 +406,65 @@ mod tests {
         assert_eq!(c.services[0].requested, Some(None));
         assert_eq!(
             c.services[0].used,
-            Some(Units {
-                unit: UnitType::Octets,
-                amount: 12
-            })
+            Some(UsedUnits::of(UnitType::Octets, 12))
         );
         assert_eq!(
             c.services[1].used,
-            Some(Units {
-                unit: UnitType::Seconds,
-                amount: 30
-            })
+            Some(UsedUnits::of(UnitType::Seconds, 30))
+        );
+    }
+
+    #[test]
+    fn a_usage_report_keeps_every_unit_type() {
+        // Open5GS's SMF: CC-Time before the octets, in one USU; a second USU adds up.
+        let usu = |t: u32, i: u64, o: u64| {
+            Avp::grouped(
+                USED_SERVICE_UNIT,
+                &[
+                    Avp::from_u32(CC_TIME, t),
+                    Avp::from_u64(CC_INPUT_OCTETS, i),
+                    Avp::from_u64(CC_OUTPUT_OCTETS, o),
+                ],
+            )
+        };
+        let m = base(2).with(Avp::grouped(
+            MULTIPLE_SERVICES_CREDIT_CONTROL,
+            &[usu(34, 100_000, 23_000), usu(1, 1, 2)],
+        ));
+        let c = Ccr::try_from(&m).unwrap();
+        let used = c.services[0].used.unwrap();
+        assert_eq!(used.amount(UnitType::Seconds), Some(35));
+        assert_eq!(used.amount(UnitType::Octets), Some(123_003));
+        assert_eq!(used.amount(UnitType::Units), None);
+        // CC-Total-Octets, when given, is the total: input and output are its parts.
+        let m = base(2).with(Avp::grouped(
+            USED_SERVICE_UNIT,
+            &[
+                Avp::from_u64(CC_INPUT_OCTETS, 10),
+                Avp::from_u64(CC_TOTAL_OCTETS, 25),
+                Avp::from_u64(CC_OUTPUT_OCTETS, 15),
+            ],
+        ));
+        let c = Ccr::try_from(&m).unwrap();
+        assert_eq!(
+            c.services[0].used,
+            Some(UsedUnits::of(UnitType::Octets, 25))
+        );
+        // A request asks in the unit it names first.
+        let m = base(1).with(Avp::grouped(
+            REQUESTED_SERVICE_UNIT,
+            &[
+                Avp::from_u64(CC_TOTAL_OCTETS, 1000),
+                Avp::from_u32(CC_TIME, 60),
+            ],
+        ));
+        let c = Ccr::try_from(&m).unwrap();
+        assert_eq!(
+            c.services[0].requested,
+            Some(Some(Units {
+                unit: UnitType::Octets,
+                amount: 1000
+            }))
         );
     }
 

@@ -1047,7 +1047,7 @@ impl BatchState {
         };
         let account = self.locked(&res.account_id)?;
         let (mut committed, s_used, s_charged) =
-            match self.post(&res, &account, r.used_units, key)? {
+            match self.post(&res, &account, r.used.charged_in(res.unit), key)? {
                 Ok(v) => v,
                 Err(e) => return Ok((Err(e), None)),
             };

@@ -99,7 +99,7 @@ impl Op {
                 "commit",
                 r.session_ref,
                 r.service,
-                r.used_units,
+                fingerprint_used(&r.used),
                 r.next.as_ref().map(|n| n.requested_units),
                 r.next.is_some(),
                 r.final_commit
@@ -790,11 +790,13 @@ impl Exec<'_> {
                 Some(account.id),
             ));
         };
-        let (mut committed, s_used, s_charged) =
-            match self.post(&res, &account, r.used_units, key).await? {
-                Ok(v) => v,
-                Err(e) => return Ok((Err(e), None)),
-            };
+        let (mut committed, s_used, s_charged) = match self
+            .post(&res, &account, r.used.charged_in(res.unit), key)
+            .await?
+        {
+            Ok(v) => v,
+            Err(e) => return Ok((Err(e), None)),
+        };
         if let Some(next) = &r.next {
             let fresh = self
                 .account_by_id(&res.account_id)
@@ -1074,5 +1076,17 @@ impl Exec<'_> {
             Ok(OpOutcome::Refund(RefundOutcome::Refunded { amount })),
             Some(account.id),
         ))
+    }
+}
+
+/// A commit's usage as its fingerprint holds it: a report in one unit type is the bare amount,
+/// as fingerprints held it before reports could name several units, so a retransmission
+/// across the upgrade still matches its stored request.
+pub(crate) fn fingerprint_used(used: &UsedUnits) -> serde_json::Value {
+    let mut reported = used.reported();
+    match (reported.next(), reported.next()) {
+        (None, _) => serde_json::json!(0),
+        (Some(unit), None) => serde_json::json!(used.charged_in(unit)),
+        _ => serde_json::json!(used),
     }
 }

@@ -87,7 +87,7 @@ fn commit_for(
         key: k,
         session_ref: s.into(),
         service,
-        used_units: used,
+        used: common::used_in_every_unit(used),
         next: next.then_some(NextReservation {
             requested_units: None,
             expires_at: exp(),

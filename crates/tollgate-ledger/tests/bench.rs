@@ -60,7 +60,7 @@ async fn run(db: &Database, naive: bool, run: u32) -> f64 {
                     key: RequestKey::new("bench", &session, 1),
                     session_ref: session,
                     service: svc,
-                    used_units: 42,
+                    used: UsedUnits::of(UnitType::Seconds, 42),
                     next: None,
                     final_commit: true,
                     cdr: None,

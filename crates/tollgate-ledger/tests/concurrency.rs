@@ -92,7 +92,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
                             key: RequestKey::new(node, &session, 1),
                             session_ref: session.clone(),
                             service: ServiceKey::context(CTX),
-                            used_units: used,
+                            used: UsedUnits::of(UnitType::Seconds, used),
                             next: Some(NextReservation {
                                 requested_units: Some(30),
                                 expires_at: exp,
@@ -105,7 +105,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
                             key: RequestKey::new(node, &session, 2),
                             session_ref: session.clone(),
                             service: ServiceKey::context(CTX),
-                            used_units: used / 2,
+                            used: UsedUnits::of(UnitType::Seconds, used / 2),
                             next: None,
                             final_commit: true,
                             cdr: None,

@@ -62,7 +62,7 @@ fn commit(
         key: k,
         session_ref: session.into(),
         service: ServiceKey::context(CTX),
-        used_units: used,
+        used: common::used_in_every_unit(used),
         next: next.then_some(NextReservation {
             requested_units: None,
             expires_at: expires,

@@ -9,7 +9,7 @@ use crate::error::{LedgerError, Refusal};
 use crate::money::Money;
 use crate::subscription::SubscriptionId;
 use crate::tariff::{Price, ServiceKey};
-use crate::units::UnitType;
+use crate::units::{UnitType, UsedUnits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -106,8 +106,9 @@ pub struct CommitRequest {
     pub key: RequestKey,
     pub session_ref: String,
     pub service: ServiceKey,
-    /// Used-Service-Unit in the reservation's unit type; may exceed the grant (RFC 8506).
-    pub used_units: u64,
+    /// Used-Service-Unit as reported; the amount in the reservation's unit type is charged,
+    /// and may exceed the grant (RFC 8506).
+    pub used: UsedUnits,
     pub next: Option<NextReservation>,
     /// The session ends here (CCR-T): a charging data record is written.
     pub final_commit: bool,

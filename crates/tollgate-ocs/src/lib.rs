@@ -26,4 +26,4 @@ pub use ledger::*;
 pub use money::{AmountError, Currency, Money};
 pub use subscription::{normalize_e164, SubscriptionId, SubscriptionType};
 pub use tariff::{tariff_contexts, Price, ServiceKey, Tariff};
-pub use units::{Octets, Seconds, ServiceUnits, UnitType};
+pub use units::{Octets, Seconds, ServiceUnits, UnitType, UsedUnits};

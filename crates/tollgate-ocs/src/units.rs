@@ -19,6 +19,13 @@ pub enum UnitType {
 }
 
 impl UnitType {
+    pub const ALL: [UnitType; 4] = [
+        UnitType::Seconds,
+        UnitType::Octets,
+        UnitType::Units,
+        UnitType::Money,
+    ];
+
     /// The spelling used in the schema (`unit` columns) and on the CLI.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -58,6 +65,74 @@ impl FromStr for UnitType {
             "units" | "service-units" => Ok(UnitType::Units),
             "money" => Ok(UnitType::Money),
             other => Err(UnknownUnit(other.to_string())),
+        }
+    }
+}
+
+/// Usage as a client reports it: an amount per unit type. RFC 4006 §8.19 lets one
+/// Used-Service-Unit carry several (Open5GS's SMF reports CC-Time, CC-Input-Octets and
+/// CC-Output-Octets together); the ledger charges the amount in the unit of the reservation
+/// being committed, and counts the others as not charged for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct UsedUnits {
+    pub seconds: Option<u64>,
+    pub octets: Option<u64>,
+    pub units: Option<u64>,
+    pub money: Option<u64>,
+}
+
+impl UsedUnits {
+    /// A report in one unit type.
+    pub fn of(unit: UnitType, amount: u64) -> Self {
+        let mut u = UsedUnits::default();
+        *u.slot(unit) = Some(amount);
+        u
+    }
+
+    /// The amount reported in `unit`, if any.
+    pub fn amount(&self, unit: UnitType) -> Option<u64> {
+        match unit {
+            UnitType::Seconds => self.seconds,
+            UnitType::Octets => self.octets,
+            UnitType::Units => self.units,
+            UnitType::Money => self.money,
+        }
+    }
+
+    /// What the ledger charges against a reservation in `unit`: the amount in that unit, or
+    /// none of it when the report names other units only.
+    pub fn charged_in(&self, unit: UnitType) -> u64 {
+        self.amount(unit).unwrap_or(0)
+    }
+
+    /// Adds `amount` in `unit` (several Used-Service-Unit AVPs of one request add up).
+    pub fn add(&mut self, unit: UnitType, amount: u64) {
+        let slot = self.slot(unit);
+        *slot = Some(slot.unwrap_or(0).saturating_add(amount));
+    }
+
+    /// Adds every amount of `other`.
+    pub fn add_all(&mut self, other: &UsedUnits) {
+        for unit in UnitType::ALL {
+            if let Some(a) = other.amount(unit) {
+                self.add(unit, a);
+            }
+        }
+    }
+
+    /// The unit types reported, in [`UnitType::ALL`] order.
+    pub fn reported(&self) -> impl Iterator<Item = UnitType> + '_ {
+        UnitType::ALL
+            .into_iter()
+            .filter(|u| self.amount(*u).is_some())
+    }
+
+    fn slot(&mut self, unit: UnitType) -> &mut Option<u64> {
+        match unit {
+            UnitType::Seconds => &mut self.seconds,
+            UnitType::Octets => &mut self.octets,
+            UnitType::Units => &mut self.units,
+            UnitType::Money => &mut self.money,
         }
     }
 }

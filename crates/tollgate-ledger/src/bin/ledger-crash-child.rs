@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     key: k1.clone(),
                     session_ref: session.clone(),
                     service: svc,
-                    used_units: 7,
+                    used: UsedUnits::of(UnitType::Seconds, 7),
                     next: None,
                     final_commit: true,
                     cdr: None,

@@ -30,10 +30,11 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn postgres(test: &str) -> Option<TestDb> {
-        let Ok(server) = std::env::var(PG_ENV) else {
-            println!("skipped: {PG_ENV} not set ({test})");
-            return None;
-        };
+        let server = tollgate_testkit::component(
+            std::env::var(PG_ENV).ok(),
+            &format!("PostgreSQL ({PG_ENV}) for {test}"),
+            "scripts/test starts one with scripts/start-postgres and sets it",
+        )?;
         sqlx::any::install_default_drivers();
         let name = unique("tg");
         let mut c = sqlx::AnyConnection::connect(&server)
@@ -108,4 +109,15 @@ pub async fn eur_account(
     tollgate_ledger::admin::create_account(db, &a, created)
         .await
         .expect("create account");
+}
+
+/// A usage report naming `used` in every unit type, for helpers that commit against
+/// reservations of any unit: the ledger charges the amount in the reservation's unit.
+pub fn used_in_every_unit(used: u64) -> tollgate_ocs::UsedUnits {
+    tollgate_ocs::UsedUnits {
+        seconds: Some(used),
+        octets: Some(used),
+        units: Some(used),
+        money: Some(used),
+    }
 }
