@@ -27,7 +27,7 @@ import sys
 import xml.etree.ElementTree as ET
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-FILES = ["base.xml", "credit-control.xml", "3gpp-ro.xml", "oma-im.xml"]
+FILES = ["base.xml", "credit-control.xml", "3gpp-ro.xml", "3gpp-gy.xml", "oma-im.xml"]
 TYPES = {
     "OctetString", "Integer32", "Integer64", "Unsigned32", "Unsigned64", "Float32", "Float64",
     "Grouped", "Address", "Time", "UTF8String", "DiameterIdentity", "DiameterURI", "Enumerated",

@@ -263,7 +263,7 @@ pub enum DictionaryError {
 }
 
 /// The embedded dictionaries, in load order.
-pub const BUILTIN: [(&str, &str); 4] = [
+pub const BUILTIN: [(&str, &str); 5] = [
     (
         "dictionaries/base.xml",
         include_str!("../../../dictionaries/base.xml"),
@@ -275,6 +275,10 @@ pub const BUILTIN: [(&str, &str); 4] = [
     (
         "dictionaries/3gpp-ro.xml",
         include_str!("../../../dictionaries/3gpp-ro.xml"),
+    ),
+    (
+        "dictionaries/3gpp-gy.xml",
+        include_str!("../../../dictionaries/3gpp-gy.xml"),
     ),
     (
         "dictionaries/oma-im.xml",
