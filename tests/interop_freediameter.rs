@@ -26,14 +26,7 @@ const EXTENSION_DIRS: [&str; 3] = [
 /// dict_nasreq; dict_dcca_3gpp needs dict_dcca).
 const DICTIONARIES: [&str; 3] = ["dict_nasreq.fdx", "dict_dcca.fdx", "dict_dcca_3gpp.fdx"];
 
-fn runs(tool: &str, probe: &[&str]) -> bool {
-    Command::new(tool)
-        .args(probe)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+use tollgate_testkit::runs;
 
 /// A port nobody listens on right now (bound on port 0, then released), for freeDiameter's
 /// own server sockets, which its configuration needs as numbers.
@@ -155,12 +148,18 @@ impl Drop for Daemon {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn freediameter_client_peers_watchdogs_and_disconnects() {
-    let Some(daemon) = DAEMONS.iter().copied().find(|d| runs(d, &["--version"])) else {
-        println!("skipped: freediameterd not installed (scripts/test installs it)");
+    let Some(daemon) = tollgate_testkit::component(
+        DAEMONS.iter().copied().find(|d| runs(d, &["--version"])),
+        "freeDiameterd",
+        "apt-get install freediameterd freediameter-extensions",
+    ) else {
         return;
     };
-    if !runs("openssl", &["version"]) {
-        println!("skipped: openssl not installed (scripts/test installs it)");
+    if !tollgate_testkit::present(
+        runs("openssl", &["version"]),
+        "openssl",
+        "apt-get install openssl",
+    ) {
         return;
     }
     let store = Store::new(Backend::Sqlite).await.unwrap();

@@ -12,11 +12,7 @@
 mod common;
 
 use common::*;
-use sqlx::{Connection, Row};
-use std::io::Read;
-use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 const SCRIPT: &str = "tests/python/ro_client.py";
@@ -34,71 +30,12 @@ const ECUR_CHARGE: i64 = 3 * 5; // 3 units used of 5 reserved
 const IEC_CHARGE: i64 = 2 * 5; // 2 units debited
 const OPENING: i64 = 1000;
 
-fn python_diameter_installed() -> bool {
-    Command::new("python3")
-        .args(["-c", "import diameter"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-struct ScriptRun {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-/// `python3 tests/python/ro_client.py ADDR CCA_FILE`, killed after `SCRIPT_LIMIT`.
-fn run_script(addr: SocketAddr, cca_file: &Path) -> ScriptRun {
-    let mut child = Command::new("python3")
-        .arg(repo_root().join(SCRIPT))
-        .arg(addr.to_string())
-        .arg(cca_file)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let drain = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut s = String::new();
-            let _ = r.read_to_string(&mut s);
-            s
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let code = wait_timeout(&mut child, SCRIPT_LIMIT);
-    if code.is_none() {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    ScriptRun {
-        code,
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
-}
-
-/// One integer from the store with the auditors' SQL views (same SQL on both backends).
-async fn scalar(store: &Store, sql: &str) -> i64 {
-    sqlx::any::install_default_drivers();
-    let mut c = sqlx::AnyConnection::connect(&store.url).await.unwrap();
-    let v: i64 = sqlx::query(sql).fetch_one(&mut c).await.unwrap().get(0);
-    c.close().await.ok();
-    v
-}
-
-fn quoted(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 async fn run(backend: Backend) {
-    if !python_diameter_installed() {
-        println!("skipped: python-diameter not installed (scripts/test installs it with pip)");
+    if !tollgate_testkit::present(
+        python_has("diameter"),
+        "python-diameter (Python module diameter)",
+        "python3 -m pip install python-diameter",
+    ) {
         return;
     }
     let Some(store) = Store::new(backend).await else {
@@ -108,7 +45,11 @@ async fn run(backend: Backend) {
     let server = Server::start(&store, &[]);
     let cca_file = store.dir.join("ccas.hex");
 
-    let run = run_script(server.diameter, &cca_file);
+    let run = run_python(
+        SCRIPT,
+        &[server.diameter.to_string().as_ref(), cca_file.as_os_str()],
+        SCRIPT_LIMIT,
+    );
     println!("[{backend:?}] ro_client.py stdout:\n{}", run.stdout);
     assert_eq!(
         run.code,
@@ -158,11 +99,13 @@ async fn run(backend: Backend) {
     assert_eq!(a["reserved_minor"], 0, "an open reservation is left: {a}");
     assert_eq!(a["available_minor"], expected, "{a}");
     assert_eq!(
-        scalar(&store, "SELECT COUNT(*) FROM v_open_reservations").await,
+        store
+            .scalar("SELECT COUNT(*) FROM v_open_reservations")
+            .await,
         0
     );
     // The ECUR CCR-T was sent three times and posted once.
-    let ecur = quoted(&ecur);
+    let ecur = sql_quoted(&ecur);
     let posts =
         format!("SELECT COUNT(*) FROM v_entries WHERE session_ref = {ecur} AND kind = 'post'");
     let net = format!(
@@ -171,18 +114,18 @@ async fn run(backend: Backend) {
     let records = format!("SELECT COUNT(*) FROM v_charging_records WHERE session_ref = {ecur}");
     let debits = "SELECT COUNT(*) FROM v_entries WHERE kind = 'direct_debit'";
     assert_eq!(
-        scalar(&store, &posts).await,
+        store.scalar(&posts).await,
         1,
         "the repeated ECUR CCR-T posted again"
     );
-    assert_eq!(scalar(&store, &net).await, -ECUR_CHARGE, "ECUR net charge");
+    assert_eq!(store.scalar(&net).await, -ECUR_CHARGE, "ECUR net charge");
     assert_eq!(
-        scalar(&store, &records).await,
+        store.scalar(&records).await,
         1,
         "a second charging record for ECUR"
     );
     // One IEC debit; the unknown subscriber's event debits nothing.
-    assert_eq!(scalar(&store, debits).await, 1, "direct debits");
+    assert_eq!(store.scalar(debits).await, 1, "direct debits");
     store.verify();
     server.stop();
 
@@ -191,52 +134,18 @@ async fn run(backend: Backend) {
 }
 
 /// Every CCA dissects in tshark: one "Diameter Protocol" per CCA, nothing malformed, no expert
-/// error or warning.
+/// error or warning (common::tshark_server_messages), each a Credit-Control answer.
 fn tshark_check(cca_file: &Path, backend: Backend) {
-    let payloads: Vec<Vec<u8>> = std::fs::read_to_string(cca_file)
-        .unwrap()
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| hex::decode(l.trim()).unwrap())
-        .collect();
+    let payloads = hex_lines(cca_file);
     assert_eq!(
         payloads.len(),
         CCAS,
         "CCAs written to {}",
         cca_file.display()
     );
-    if Command::new("tshark").arg("--version").output().is_err() {
-        println!(
-            "skipped tshark check: tshark is not installed (scripts/test installs it with apt-get)"
-        );
+    let Some(text) = tshark_server_messages(&payloads, &cca_file.with_extension("pcap")) else {
         return;
-    }
-    let path = cca_file.with_extension("pcap");
-    std::fs::write(&path, pcap(&payloads)).unwrap();
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(&path)
-        .args(["-V", "-d", "tcp.port==3868,diameter", "-Y", "diameter"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        text.matches("Diameter Protocol").count(),
-        payloads.len(),
-        "every CCA is dissected as Diameter:\n{text}"
-    );
-    assert!(!text.contains("Malformed"), "malformed frame:\n{text}");
-    for line in text.lines().filter(|l| l.contains("Expert Info")) {
-        assert!(
-            !line.contains("Error") && !line.contains("Warning"),
-            "expert info: {line}\n{text}"
-        );
-    }
+    };
     assert_eq!(
         text.matches("Credit-Control (272)").count(),
         payloads.len(),
@@ -246,58 +155,6 @@ fn tshark_check(cca_file: &Path, backend: Backend) {
         "[{backend:?}] tshark: {} CCAs dissected cleanly",
         payloads.len()
     );
-}
-
-/// A pcap (libpcap, Ethernet) carrying `payloads` as consecutive segments of one TCP
-/// connection from the server 127.0.0.1:3868 to the client 127.0.0.1:40000 (after
-/// crates/tollgate-codec/tests/tshark.rs, which writes the other direction).
-fn pcap(payloads: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    let mut seq: u32 = 1;
-    for (i, p) in payloads.iter().enumerate() {
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&[0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x08, 0x00]);
-        let total = u16::try_from(20 + 20 + p.len()).unwrap();
-        let mut ip = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
-        ];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&3868u16.to_be_bytes());
-        frame.extend_from_slice(&40000u16.to_be_bytes());
-        frame.extend_from_slice(&seq.to_be_bytes());
-        frame.extend_from_slice(&1u32.to_be_bytes());
-        frame.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // ACK|PSH, no checksum
-        frame.extend_from_slice(p);
-        seq = seq.wrapping_add(u32::try_from(p.len()).unwrap());
-        let len = u32::try_from(frame.len()).unwrap();
-        out.extend_from_slice(&(1_700_000_000u32 + u32::try_from(i).unwrap()).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
-}
-
-fn checksum(h: &[u8]) -> u16 {
-    let mut s: u32 = h
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while s > 0xffff {
-        s = (s & 0xffff) + (s >> 16);
-    }
-    !u16::try_from(s).unwrap()
 }
 
 #[tokio::test]

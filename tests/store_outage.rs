@@ -19,8 +19,11 @@ struct OwnPostgres {
 
 impl OwnPostgres {
     fn start() -> Option<OwnPostgres> {
-        if std::env::var(PG_ENV).is_err() {
-            println!("skipped: {PG_ENV} not set (scripts/test starts PostgreSQL and sets it)");
+        if !tollgate_testkit::present(
+            std::env::var(PG_ENV).is_ok(),
+            &format!("PostgreSQL ({PG_ENV})"),
+            "scripts/test starts one with scripts/start-postgres and sets it",
+        ) {
             return None;
         }
         let out = Command::new(repo_root().join("scripts/start-postgres"))

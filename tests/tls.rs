@@ -162,13 +162,14 @@ struct Pki {
     rogue_client: Pem,
 }
 
-/// False (with the skip line printed) when the openssl CLI is not installed.
+/// False (with the skip line printed) when the openssl CLI is not installed; under
+/// scripts/test its absence fails the test (tollgate_testkit).
 fn openssl_available() -> bool {
-    let ok = have("openssl", &["version"]);
-    if !ok {
-        println!("skipped: openssl not installed (scripts/test installs it)");
-    }
-    ok
+    tollgate_testkit::present(
+        have("openssl", &["version"]),
+        "openssl",
+        "apt-get install openssl",
+    )
 }
 
 fn make_pki(dir: &Path) -> Pki {

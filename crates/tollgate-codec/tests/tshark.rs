@@ -217,8 +217,11 @@ fn messages() -> Vec<Message> {
 
 #[test]
 fn tshark_decodes_our_messages_cleanly() {
-    if Command::new("tshark").arg("--version").output().is_err() {
-        eprintln!("skipped: tshark is not installed (scripts/test installs it with apt-get)");
+    if !tollgate_testkit::present(
+        tollgate_testkit::runs("tshark", &["--version"]),
+        "tshark",
+        "apt-get install tshark",
+    ) {
         return;
     }
     let msgs = messages();

@@ -122,8 +122,11 @@ async fn a_relay_cer_from_freediameter_is_accepted() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../../shared/fixtures/fdl-00-CER.hex"),
     );
-    let Ok(hex) = hex else {
-        eprintln!("skipped: ../shared/fixtures not found beside the checkout");
+    let Some(hex) = tollgate_testkit::component(
+        hex.ok(),
+        "../shared/fixtures/fdl-00-CER.hex",
+        "the shared/ folder beside the checkout (CI lays it there)",
+    ) else {
         return;
     };
     let srv = default_server().await;
