@@ -24,10 +24,14 @@ pub fn required() -> bool {
 /// `what` names the component ("tshark", "PostgreSQL (TOLLGATE_TEST_PG_URL)"); `hint` says how
 /// to get it ("apt-get install tshark", "scripts/test starts one").
 pub fn component<T>(found: Option<T>, what: &str, hint: &str) -> Option<T> {
+    decide(found, what, hint, required())
+}
+
+fn decide<T>(found: Option<T>, what: &str, hint: &str, required: bool) -> Option<T> {
     if found.is_some() {
         return found;
     }
-    if required() {
+    if required {
         panic!("{what} is required under scripts/test ({REQUIRE_ENV}) but missing: {hint}");
     }
     println!("skipped: {what} is missing ({hint}); scripts/test installs it and fails without it");
@@ -52,6 +56,24 @@ pub fn runs(program: &str, args: &[&str]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_component_fails_when_required_and_skips_otherwise() {
+        assert_eq!(decide(None::<()>, "x", "y", false), None);
+        let failed = std::panic::catch_unwind(|| {
+            decide(None::<()>, "tshark", "apt-get install tshark", true)
+        });
+        let message = failed.expect_err("a required, missing component must fail the test");
+        let text = message
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            text.contains("tshark") && text.contains("apt-get install tshark"),
+            "{text}"
+        );
+        assert_eq!(decide(Some(1), "x", "y", true), Some(1));
+    }
 
     #[test]
     fn a_present_component_runs() {
