@@ -2,10 +2,11 @@
 //! refused with the file, line and key; `TOLLGATE_*` environment variables and command-line
 //! flags override the file; with no file at all the defaults of DESIGN.md §6 apply.
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use tollgate_codec::{Dictionary, WiresharkDictionary};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -36,6 +37,9 @@ pub struct DiameterConfig {
     pub peers: Vec<SocketAddr>,
     /// Extra dictionary XML files.
     pub dictionaries: Vec<PathBuf>,
+    /// Wireshark's Diameter dictionary (its top `dictionary.xml`): fills in the AVPs and
+    /// commands our dictionaries do not define (`tollgate_codec::wireshark`).
+    pub wireshark_dictionary: Option<PathBuf>,
     pub tls_listen: Option<SocketAddr>,
     pub tls_cert: Option<PathBuf>,
     pub tls_key: Option<PathBuf>,
@@ -125,6 +129,7 @@ impl Default for DiameterConfig {
             unknown_vendor_avps_accept_from: Vec::new(),
             peers: Vec::new(),
             dictionaries: Vec::new(),
+            wireshark_dictionary: None,
             tls_listen: None,
             tls_cert: None,
             tls_key: None,
@@ -219,6 +224,14 @@ impl Config {
         if d.tls_listen.is_some() && (d.tls_cert.is_none() || d.tls_key.is_none()) {
             bail!("diameter.tls_listen needs diameter.tls_cert and diameter.tls_key");
         }
+        if let Some(p) = &d.wireshark_dictionary {
+            if !p.is_file() {
+                bail!(
+                    "diameter.wireshark_dictionary = {:?} is not a file (Debian's wireshark-common installs {WIRESHARK_DICTIONARY})",
+                    p.display().to_string()
+                );
+            }
+        }
         if d.max_message_len < 20 {
             bail!("diameter.max_message_len must be at least 20 octets");
         }
@@ -250,6 +263,28 @@ impl Config {
             ),
         }
     }
+}
+
+/// Where Debian's `wireshark-common` installs Wireshark's Diameter dictionary.
+pub const WIRESHARK_DICTIONARY: &str = "/usr/share/wireshark/diameter/dictionary.xml";
+
+/// The dictionary: the embedded files, then `files`, then what the Wireshark dictionary at
+/// `wireshark` defines that those do not. `wireshark_setting` (the config key or flag) leads
+/// an error in Wireshark's files, which names the file and line.
+pub fn load_dictionary(
+    files: &[PathBuf],
+    wireshark: Option<&Path>,
+    wireshark_setting: &str,
+) -> anyhow::Result<Dictionary> {
+    let Some(path) = wireshark else {
+        return Ok(if files.is_empty() {
+            Dictionary::builtin().clone()
+        } else {
+            Dictionary::with_files(files)?
+        });
+    };
+    let ws = WiresharkDictionary::read(path).map_err(|e| anyhow!("{wireshark_setting}: {e}"))?;
+    Ok(Dictionary::with_wireshark(files, &ws)?)
 }
 
 impl CreditControlConfig {

@@ -25,6 +25,10 @@ pub struct DecodeArgs {
     /// Extra dictionary XML files, loaded after the embedded ones.
     #[arg(long = "dictionary", value_name = "FILE")]
     dictionaries: Vec<PathBuf>,
+    /// Wireshark's Diameter dictionary (e.g. /usr/share/wireshark/diameter/dictionary.xml):
+    /// names the AVPs and commands ours do not define.
+    #[arg(long, value_name = "FILE")]
+    wireshark_dictionary: Option<PathBuf>,
 }
 
 pub fn run(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
@@ -34,10 +38,14 @@ pub fn run(args: &DecodeArgs) -> anyhow::Result<ExitCode> {
         Some(p) => std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
     };
     let dict_owned;
-    let dict = if args.dictionaries.is_empty() {
+    let dict = if args.dictionaries.is_empty() && args.wireshark_dictionary.is_none() {
         Dictionary::builtin()
     } else {
-        dict_owned = Dictionary::with_files(&args.dictionaries)?;
+        dict_owned = crate::config::load_dictionary(
+            &args.dictionaries,
+            args.wireshark_dictionary.as_deref(),
+            "--wireshark-dictionary",
+        )?;
         &dict_owned
     };
     let bytes = if args.hex || looks_like_hex(&raw) {

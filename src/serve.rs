@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tollgate_cc::{CcConfig, CreditControl};
-use tollgate_codec::{Dictionary, Limits, ResultCode};
+use tollgate_codec::{Limits, ResultCode};
 use tollgate_ledger::{BatchConfig, LedgerConfig, PoolConfig, SqlLedger};
 use tollgate_ocs::{Clock, Ledger, SystemClock};
 use tollgate_peer::{Application, LocalPeer, Node, PeerLimits, UnknownAvpPolicy};
@@ -140,11 +140,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         crate::demo::seed(ledger.database(), clock.now()).await?;
     }
 
-    let dict = Arc::new(if cfg.diameter.dictionaries.is_empty() {
-        Dictionary::builtin().clone()
-    } else {
-        Dictionary::with_files(&cfg.diameter.dictionaries)?
-    });
+    let dict = Arc::new(crate::config::load_dictionary(
+        &cfg.diameter.dictionaries,
+        cfg.diameter.wireshark_dictionary.as_deref(),
+        "diameter.wireshark_dictionary",
+    )?);
+    if let Some(p) = &cfg.diameter.wireshark_dictionary {
+        info!(
+            path = %p.display(),
+            avps = dict.avps().count(),
+            "Wireshark dictionary merged under ours"
+        );
+    }
     let cc = &cfg.credit_control;
     let cc_cfg = CcConfig {
         origin_host: cfg.diameter.origin_host.clone(),

@@ -227,6 +227,77 @@ fn bad_configuration_gets_one_line_that_says_what_to_fix() {
 }
 
 #[test]
+fn bad_wireshark_dictionary_gets_one_line_naming_the_file_and_line() {
+    let dir = std::env::temp_dir().join(unique("tollgate-badws"));
+    std::fs::create_dir_all(dir.join("ws")).unwrap();
+    let file = dir.join("tollgate.toml");
+
+    // A path that is not there: check-config says which key and where the package puts it.
+    let missing = dir.join("none").join("dictionary.xml");
+    std::fs::write(
+        &file,
+        format!(
+            "[diameter]\nwireshark_dictionary = {:?}\n",
+            missing.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let e = fails(&["check-config", file.to_str().unwrap()], &dir);
+    assert!(
+        e.contains("diameter.wireshark_dictionary") && e.contains("wireshark-common"),
+        "{e}"
+    );
+
+    // A broken file included by the top file: the included file and its line.
+    let top = dir.join("ws").join("dictionary.xml");
+    std::fs::write(
+        &top,
+        "<!DOCTYPE dictionary [\n<!ENTITY TGPP SYSTEM \"TGPP.xml\">\n]>\n<dictionary>\n&TGPP;\n</dictionary>\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("ws").join("TGPP.xml"),
+        "<?xml version=\"1.0\"?>\n<vendor vendor-id=\"TGPP\" code=\"10415\"/>\n<avp name=\"X\" code=\"x1\"/>\n",
+    )
+    .unwrap();
+    let e = fails(
+        &["decode", "--wireshark-dictionary", top.to_str().unwrap()],
+        &dir,
+    );
+    assert!(
+        e.contains("--wireshark-dictionary") && e.contains("TGPP.xml:3:"),
+        "{e}"
+    );
+    std::fs::write(
+        &file,
+        format!(
+            "[diameter]\nwireshark_dictionary = {:?}\n",
+            top.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let e = fails(
+        &[
+            "serve",
+            "--config",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "127.0.0.1:0",
+            "--data-dir",
+            dir.join("data").to_str().unwrap(),
+        ],
+        &dir,
+    );
+    assert!(
+        e.contains("diameter.wireshark_dictionary") && e.contains("TGPP.xml:3:"),
+        "{e}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn the_example_configuration_is_valid() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["check-config"])

@@ -219,6 +219,11 @@ pub struct AvpDef {
     /// Enumerated values, sorted by value.
     pub items: Vec<(i32, String)>,
     pub grammar: Option<Grammar>,
+    /// From a dictionary that describes messages rather than judges them (Wireshark's, see
+    /// `crate::wireshark`): its enumerated values and its "M must not" rule name and document,
+    /// but a value outside the list or an M bit it does not expect is not refused. Loading it
+    /// must never make Tollgate refuse what it accepted without it.
+    pub describes_only: bool,
 }
 
 impl AvpDef {
@@ -515,7 +520,7 @@ impl Dictionary {
                 }
                 continue;
             };
-            if avp.flags.is_mandatory() && def.m_rule == FlagRule::MustNot {
+            if avp.flags.is_mandatory() && def.m_rule == FlagRule::MustNot && !def.describes_only {
                 return Err(ProtocolError::InvalidAvpBitCombo {
                     avp: avp.to_owned(),
                     name: def.name.clone(),
@@ -571,7 +576,7 @@ impl Dictionary {
             }
         }
         match t {
-            AvpType::Enumerated if !def.items.is_empty() => {
+            AvpType::Enumerated if !def.items.is_empty() && !def.describes_only => {
                 let v = avp.i32()?;
                 if def.item_name(v).is_none() {
                     return Err(ProtocolError::InvalidAvpValue {
@@ -698,6 +703,7 @@ impl Loader {
             m_rule,
             items,
             grammar: None,
+            describes_only: false,
         };
         let k = key(code, vendor);
         let idx = match self.dict.avp_index.get(&k) {
@@ -909,3 +915,133 @@ impl Hasher for KeyHasher {
 }
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+
+// ---------------------------------------------------------------------------------------------
+// Filling in from another dictionary format (`crate::wireshark`). Kept apart from the loader
+// and the validator above: it only adds what the XML files loaded first do not define.
+
+/// Adds definitions to a dictionary being loaded, never replacing one: what the files loaded
+/// first (ours) define stays as they define it.
+pub(crate) struct FillIn<'a> {
+    loader: &'a mut Loader,
+}
+
+impl Dictionary {
+    /// [`Dictionary::from_sources`], then `fill` adds what those sources lack, then grammars
+    /// are resolved (so a rule in the sources may name an AVP the fill adds).
+    pub(crate) fn from_sources_filled(
+        sources: &[(&str, &str)],
+        fill: impl FnOnce(&mut FillIn<'_>),
+    ) -> Result<Dictionary, DictionaryError> {
+        let mut loader = Loader::default();
+        for (file, text) in sources {
+            loader.load(file, text)?;
+        }
+        fill(&mut FillIn {
+            loader: &mut loader,
+        });
+        loader.resolve()
+    }
+}
+
+impl FillIn<'_> {
+    /// The name of the AVP with this code and vendor, if one is defined.
+    pub(crate) fn avp_name(&self, code: u32, vendor: u32) -> Option<&str> {
+        let d = &self.loader.dict;
+        d.avp_index
+            .get(&key(code, vendor))
+            .map(|&i| d.avps[i].name.as_str())
+    }
+
+    pub(crate) fn name_taken(&self, name: &str) -> bool {
+        self.loader.dict.name_index.contains_key(name)
+    }
+
+    /// Adds `def` unless its code and vendor or its name is defined. A Grouped AVP gets the
+    /// grammar `*[member] … *[AVP]`; `members` must name defined (or added) AVPs.
+    pub(crate) fn add_avp(
+        &mut self,
+        def: AvpDef,
+        members: &[String],
+        file: &str,
+        line: u32,
+    ) -> bool {
+        let k = key(def.code, def.vendor);
+        let d = &mut self.loader.dict;
+        if d.avp_index.contains_key(&k) || d.name_index.contains_key(&def.name) {
+            return false;
+        }
+        let idx = d.avps.len();
+        let grouped = def.avp_type == AvpType::Grouped;
+        d.avp_index.insert(k, idx);
+        d.name_index.insert(def.name.clone(), idx);
+        d.avps.push(def);
+        if grouped {
+            self.loader
+                .avp_rules
+                .push((idx, open_rules(members, file, line)));
+        }
+        true
+    }
+
+    /// Adds a command with the grammar `*[AVP]` for request and answer, unless its code is
+    /// defined in that application.
+    pub(crate) fn add_command(
+        &mut self,
+        code: u32,
+        application: u32,
+        name: &str,
+        file: &str,
+        line: u32,
+    ) -> bool {
+        let k = key(code, application);
+        let d = &mut self.loader.dict;
+        if d.command_index.contains_key(&k) {
+            return false;
+        }
+        let idx = d.commands.len();
+        d.commands.push(CommandDef {
+            code,
+            application,
+            name: name.to_string(),
+            short: String::new(),
+            request: Grammar::default(),
+            answer: Grammar::default(),
+        });
+        d.command_index.insert(k, idx);
+        self.loader.command_rules.push((
+            idx,
+            open_rules(&[], file, line),
+            open_rules(&[], file, line),
+        ));
+        true
+    }
+}
+
+impl FillIn<'_> {
+    /// Names an application unless it is named already.
+    pub(crate) fn add_application(&mut self, id: u32, name: &str) {
+        self.loader
+            .dict
+            .applications
+            .entry(id)
+            .or_insert_with(|| name.to_string());
+    }
+}
+
+/// `*[member] … *[AVP]`: any number of each member, anything else besides.
+fn open_rules(members: &[String], file: &str, line: u32) -> Vec<RawRule> {
+    members
+        .iter()
+        .map(String::as_str)
+        .chain(["AVP"])
+        .map(|name| RawRule {
+            name: name.to_string(),
+            min: 0,
+            max: None,
+            fixed: false,
+            file: file.to_string(),
+            line,
+        })
+        .collect()
+}

@@ -8,7 +8,8 @@
 //! parses the XML dictionaries (embedded at build time, extendable at run time) and validates a
 //! message against its command grammar; [`error`] is the one error enum, whose variants choose
 //! the Result-Code and the Failed-AVP of the answer; [`describe`] renders a message as a tree
-//! with names and values, as Wireshark does; [`codes`] names the AVPs the application uses.
+//! with names and values, as Wireshark does; [`codes`] names the AVPs the application uses;
+//! [`wireshark`] reads Wireshark's Diameter dictionary to fill in what ours do not define.
 //!
 //! Nothing here performs I/O, reads a clock or logs: the peer layer drives it.
 #![forbid(unsafe_code)]
@@ -22,6 +23,7 @@ pub mod frame;
 pub mod header;
 pub mod message;
 pub mod types;
+pub mod wireshark;
 
 pub use avp::{Avp, AvpCode, AvpFlags, AvpRef};
 pub use dictionary::{
@@ -32,3 +34,4 @@ pub use frame::check_frame;
 pub use header::{ApplicationId, CommandCode, Flags, Header, ResultCode, VendorId};
 pub use message::{Limits, Message};
 pub use types::{Address, Time};
+pub use wireshark::WiresharkDictionary;

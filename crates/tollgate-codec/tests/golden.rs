@@ -4,146 +4,21 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+mod common;
+
 use bytes::Bytes;
-use std::path::PathBuf;
-use tollgate_codec::describe::{describe, Described};
+use common::{fixture_paths, flatten, load_fixture, parse_tshark, shared, value_matches};
+use tollgate_codec::describe::describe;
 use tollgate_codec::{AvpType, Dictionary, Limits, Message};
-
-/// `shared/` sits beside the repository checkout (CI clones main with shared/ next to it).
-fn shared() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared");
-    p.join("fixtures").is_dir().then_some(p)
-}
-
-#[derive(Debug)]
-struct TsharkAvp {
-    depth: usize,
-    name: String,
-    code: u32,
-    length: usize,
-    flags: String,
-    value: Option<String>,
-}
-
-struct TsharkMessage {
-    length: u32,
-    flags: u8,
-    command: u32,
-    application: u32,
-    hop_by_hop: u32,
-    end_to_end: u32,
-    avps: Vec<TsharkAvp>,
-}
-
-fn trailing_number(s: &str) -> Option<u64> {
-    let s = s.trim_end();
-    let inner = s.strip_suffix(')')?;
-    let open = inner.rfind('(')?;
-    inner[open + 1..].parse().ok()
-}
-
-fn parse_tshark(text: &str) -> TsharkMessage {
-    let mut m = TsharkMessage {
-        length: 0,
-        flags: 0,
-        command: 0,
-        application: 0,
-        hop_by_hop: 0,
-        end_to_end: 0,
-        avps: Vec::new(),
-    };
-    for line in text.lines() {
-        let indent = line.len() - line.trim_start().len();
-        let l = line.trim();
-        if let Some(v) = l.strip_prefix("Length: ") {
-            m.length = v.parse().unwrap();
-        } else if let Some(v) = l.strip_prefix("Flags: 0x") {
-            m.flags = u8::from_str_radix(&v[..2], 16).unwrap();
-        } else if l.starts_with("Command Code: ") {
-            m.command = trailing_number(l).unwrap() as u32;
-        } else if l.starts_with("ApplicationId: ") {
-            m.application = trailing_number(l).unwrap() as u32;
-        } else if let Some(v) = l.strip_prefix("Hop-by-Hop Identifier: 0x") {
-            m.hop_by_hop = u32::from_str_radix(v, 16).unwrap();
-        } else if let Some(v) = l.strip_prefix("End-to-End Identifier: 0x") {
-            m.end_to_end = u32::from_str_radix(v, 16).unwrap();
-        } else if let Some(rest) = l.strip_prefix("AVP: ") {
-            // Name(code) l=N f=FFF[ val=...]
-            let lpos = rest.find(") l=").unwrap();
-            let head = &rest[..lpos];
-            let open = head.rfind('(').unwrap();
-            let name = head[..open].to_string();
-            let code: u32 = head[open + 1..].parse().unwrap();
-            let tail = &rest[lpos + 4..];
-            let (len_s, tail) = tail.split_once(" f=").unwrap();
-            let (flags, value) = match tail.split_once(" val=") {
-                Some((f, v)) => (f.to_string(), Some(v.to_string())),
-                None => (tail.trim().to_string(), None),
-            };
-            m.avps.push(TsharkAvp {
-                depth: (indent - 4) / 8,
-                name,
-                code,
-                length: len_s.parse().unwrap(),
-                flags,
-                value,
-            });
-        }
-    }
-    m
-}
-
-fn flatten(ds: &[Described], depth: usize, out: &mut Vec<(usize, Described)>) {
-    for d in ds {
-        out.push((depth, d.clone()));
-        flatten(&d.members, depth + 1, out);
-    }
-}
-
-/// Wireshark prints times as `Nov 23, 2026 00:17:11.000000000 UTC`; ours are ISO 8601.
-fn tshark_time_to_iso(v: &str) -> Option<String> {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let mut parts = v.split_whitespace();
-    let mon_name = parts.next()?;
-    let mon = MONTHS.iter().position(|m| *m == mon_name)? + 1;
-    let day: u32 = parts.next()?.trim_end_matches(',').parse().ok()?;
-    let year: u32 = parts.next()?.parse().ok()?;
-    let time = parts.next()?.split('.').next()?;
-    Some(format!("{year:04}-{mon:02}-{day:02}T{time}Z"))
-}
-
-fn value_matches(ours: &Described, theirs: &str) -> bool {
-    if let Some(n) = trailing_number(theirs) {
-        // Enumerations and application ids: Wireshark's names differ in places; the number
-        // is what is on the wire.
-        return trailing_number(&ours.value) == Some(n) || ours.value == n.to_string();
-    }
-    if ours.avp_type == Some(AvpType::Time) {
-        return tshark_time_to_iso(theirs).as_deref() == Some(ours.value.as_str());
-    }
-    if let Some(prefix) = theirs.strip_suffix('…') {
-        return ours.value.starts_with(prefix);
-    }
-    // Wireshark shows a string of NULs as empty.
-    ours.value.trim_end_matches('\0') == theirs
-}
 
 #[test]
 fn fixtures_decode_like_wireshark_and_reencode_to_the_same_bytes() {
     let Some(shared) = shared() else {
-        eprintln!("skipped: ../shared/fixtures not found beside the checkout");
         return;
     };
     let dict = Dictionary::builtin();
     let mut checked = 0;
-    let mut entries: Vec<_> = std::fs::read_dir(shared.join("fixtures"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "hex"))
-        .collect();
-    entries.sort();
+    let entries = fixture_paths(&shared);
     assert!(entries.len() >= 20, "expected the fixture set");
     for hex_path in entries {
         let name = hex_path.file_stem().unwrap().to_string_lossy().to_string();
@@ -198,34 +73,12 @@ fn fixtures_decode_like_wireshark_and_reencode_to_the_same_bytes() {
 #[test]
 fn fixture_requests_validate_or_fail_as_their_answers_say() {
     let Some(shared) = shared() else {
-        eprintln!("skipped: ../shared/fixtures not found beside the checkout");
         return;
     };
     let dict = Dictionary::builtin();
-    let load = |n: &str| {
-        let t = std::fs::read_to_string(shared.join("fixtures").join(format!("{n}.hex"))).unwrap();
-        Message::decode(&Bytes::from(hex::decode(t.trim()).unwrap())).unwrap()
-    };
+    let load = |n: &str| load_fixture(&shared, n);
     let limits = Limits::default();
-    for ok in [
-        "pyd-00-CER",
-        "pyd-01-CEA",
-        "pyd-02-DWR",
-        "pyd-03-DWA",
-        "pyd-04-CCR-I",
-        "pyd-05-CCA-I",
-        "pyd-06-CCR-U",
-        "pyd-08-CCR-T",
-        "pyd-10-CCR-I",
-        "pyd-12-CCR-T",
-        "pyd-14-CCR-E",
-        "pyd-16-CCR-E",
-        "pyd-44-DPR",
-        "pyd-45-DPA",
-        "fdl-00-CER",
-        "fdl-04-CCR-I",
-        "fdl-28-CCA-I",
-    ] {
+    for ok in common::VALID_FIXTURES {
         let m = load(ok);
         if let Err(e) = dict.validate(&m, &limits) {
             panic!("{ok} should validate: {e}");
@@ -275,7 +128,6 @@ fn fixture_requests_validate_or_fail_as_their_answers_say() {
 #[test]
 fn every_row_of_the_spec_avp_table_is_in_the_dictionaries() {
     let Some(shared) = shared() else {
-        eprintln!("skipped: ../shared/spec not found beside the checkout");
         return;
     };
     let tsv = std::fs::read_to_string(shared.join("spec/avp-table.tsv")).unwrap();
