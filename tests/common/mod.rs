@@ -523,93 +523,13 @@ pub fn hex_lines(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// A pcap (libpcap, Ethernet) carrying `payloads` as consecutive segments of one TCP
-/// connection from the server 127.0.0.1:3868 to a client at 127.0.0.1:40000, so Wireshark's
-/// Diameter dissector reads them as what the server sent (the other direction of
-/// crates/tollgate-codec/tests/tshark.rs).
-pub fn server_pcap(payloads: &[Vec<u8>]) -> Vec<u8> {
-    fn checksum(h: &[u8]) -> u16 {
-        let mut s: u32 = h
-            .chunks(2)
-            .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-            .sum();
-        while s > 0xffff {
-            s = (s & 0xffff) + (s >> 16);
-        }
-        !u16::try_from(s).unwrap()
-    }
-    let mut out = Vec::new();
-    out.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&0i32.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
-    out.extend_from_slice(&65535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes()); // LINKTYPE_ETHERNET
-    let mut seq: u32 = 1;
-    for (i, p) in payloads.iter().enumerate() {
-        let mut frame = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 2, 0x08, 0x00];
-        let total = u16::try_from(20 + 20 + p.len()).unwrap();
-        let mut ip = vec![
-            0x45, 0, 0, 0, 0, 0, 0x40, 0, 64, 6, 0, 0, 127, 0, 0, 1, 127, 0, 0, 1,
-        ];
-        ip[2..4].copy_from_slice(&total.to_be_bytes());
-        let sum = checksum(&ip);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        frame.extend_from_slice(&ip);
-        frame.extend_from_slice(&3868u16.to_be_bytes());
-        frame.extend_from_slice(&40000u16.to_be_bytes());
-        frame.extend_from_slice(&seq.to_be_bytes());
-        frame.extend_from_slice(&1u32.to_be_bytes());
-        frame.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]); // ACK|PSH, no checksum
-        frame.extend_from_slice(p);
-        seq = seq.wrapping_add(u32::try_from(p.len()).unwrap());
-        let len = u32::try_from(frame.len()).unwrap();
-        out.extend_from_slice(&(1_700_000_000u32 + u32::try_from(i).unwrap()).to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(&frame);
-    }
-    out
-}
-
-/// Dissects what a server sent (`payloads`, written to `pcap_path`) with `tshark -V` and
-/// asserts Wireshark agrees with the encoding: one "Diameter Protocol" per message, nothing
-/// malformed, no expert info at warning or error level. Returns the dissection for further
-/// checks, or `None` when tshark is missing and the run allows that (tollgate_testkit rule).
+/// What a server sent (`payloads`, written to `pcap_path`) dissects cleanly in tshark
+/// (tollgate_testkit::tshark::dissects_cleanly); the dissection, or `None` when tshark is
+/// missing and the run allows that.
 pub fn tshark_server_messages(payloads: &[Vec<u8>], pcap_path: &Path) -> Option<String> {
-    if !tollgate_testkit::present(
-        tollgate_testkit::runs("tshark", &["--version"]),
-        "tshark",
-        "apt-get install tshark",
-    ) {
-        return None;
-    }
-    std::fs::write(pcap_path, server_pcap(payloads)).unwrap();
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(pcap_path)
-        .args(["-V", "-d", "tcp.port==3868,diameter", "-Y", "diameter"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        text.matches("Diameter Protocol").count(),
-        payloads.len(),
-        "every message is dissected as Diameter:\n{text}"
-    );
-    assert!(!text.contains("Malformed"), "malformed frame:\n{text}");
-    for line in text.lines().filter(|l| l.contains("Expert Info")) {
-        assert!(
-            !line.contains("Error") && !line.contains("Warning"),
-            "expert info: {line}\n{text}"
-        );
-    }
-    Some(text)
+    tollgate_testkit::tshark::dissects_cleanly(
+        payloads,
+        tollgate_testkit::tshark::Sender::Server,
+        pcap_path,
+    )
 }

@@ -337,6 +337,14 @@ impl Dictionary {
 
     /// The embedded dictionaries plus extra files, read in order (later definitions win).
     pub fn with_files<P: AsRef<Path>>(files: &[P]) -> Result<Dictionary, DictionaryError> {
+        Self::with_files_filled(files, |_| {})
+    }
+
+    /// [`Dictionary::with_files`], then `fill` adds what those lack (see [`FillIn`]).
+    pub(crate) fn with_files_filled<P: AsRef<Path>>(
+        files: &[P],
+        fill: impl FnOnce(&mut FillIn<'_>),
+    ) -> Result<Dictionary, DictionaryError> {
         let mut texts = Vec::with_capacity(files.len());
         for f in files {
             let f = f.as_ref();
@@ -348,7 +356,7 @@ impl Dictionary {
         }
         let mut sources: Vec<(&str, &str)> = BUILTIN.to_vec();
         sources.extend(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
-        Self::from_sources(&sources)
+        Self::from_sources_filled(&sources, fill)
     }
 
     /// Parses `(file name, XML text)` pairs in order.

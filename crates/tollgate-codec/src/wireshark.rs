@@ -84,7 +84,7 @@
 //! enumerated value lists and its "mustnot" M rules are not enforced, so loading Wireshark's
 //! dictionary never makes Tollgate refuse a message it accepted without it.
 
-use crate::dictionary::{AvpDef, AvpType, Dictionary, DictionaryError, FillIn, FlagRule, BUILTIN};
+use crate::dictionary::{AvpDef, AvpType, Dictionary, DictionaryError, FillIn, FlagRule};
 use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
@@ -268,18 +268,7 @@ impl Dictionary {
         files: &[P],
         wireshark: &WiresharkDictionary,
     ) -> Result<Dictionary, DictionaryError> {
-        let mut texts = Vec::with_capacity(files.len());
-        for f in files {
-            let f = f.as_ref();
-            let text = std::fs::read_to_string(f).map_err(|e| DictionaryError::Io {
-                file: f.display().to_string(),
-                message: e.to_string(),
-            })?;
-            texts.push((f.display().to_string(), text));
-        }
-        let mut sources: Vec<(&str, &str)> = BUILTIN.to_vec();
-        sources.extend(texts.iter().map(|(n, t)| (n.as_str(), t.as_str())));
-        Dictionary::from_sources_filled(&sources, |f| wireshark.fill(f))
+        Dictionary::with_files_filled(files, |f| wireshark.fill(f))
     }
 
     /// Only what the Wireshark dictionary defines, without our files: every command then has

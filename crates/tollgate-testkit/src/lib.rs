@@ -1,13 +1,16 @@
 //! Test support shared by every test suite of the workspace (a dev-dependency only).
 //!
-//! Layout: one rule, [`component`]. Tests that drive a third-party component (PostgreSQL,
-//! tshark, freediameterd, python-diameter, Kamailio, Wireshark's dictionary, `../shared`
-//! fixtures) ask it whether to run. Under `./scripts/test`, which sets
+//! Layout: one rule, [`component`], and [`tshark`], the check that Wireshark reads our bytes.
+//! Tests that drive a third-party component (PostgreSQL, tshark, freediameterd,
+//! python-diameter, Kamailio, Wireshark's dictionary, `../shared` fixtures) ask [`component`]
+//! whether to run. Under `./scripts/test`, which sets
 //! [`REQUIRE_ENV`], a missing component fails the test with its install hint, so a green run
 //! cannot hide that no real client was used. Under a plain `cargo test` the test says it is
 //! skipped and why, and passes.
 
 #![forbid(unsafe_code)]
+
+pub mod tshark;
 
 /// Set (to `1`) by `scripts/test`: every component the suites use must be present.
 pub const REQUIRE_ENV: &str = "TOLLGATE_TEST_REQUIRE_ALL";
