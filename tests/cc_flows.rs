@@ -21,10 +21,7 @@ macro_rules! on_both_backends {
                 let $server = Server::start(&$store, &[]);
                 let $client = Client::connect($server.diameter, "im.test").await;
                 $body
-                $client.close().await;
-                $store.verify();
-                $server.stop();
-                $store.drop_store().await;
+                finish($client, $server, $store).await;
             }
             #[tokio::test]
             async fn sqlite() {
@@ -245,17 +242,10 @@ on_both_backends!(
         assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
         let m = answer_mscc(&a, 10);
         assert_eq!(granted(&m), Some(30));
-        let fui = m
-            .iter()
-            .find(|x| x.is(FINAL_UNIT_INDICATION))
-            .expect("FUI on the last grant");
         assert_eq!(
-            fui.member(FINAL_UNIT_ACTION)
-                .unwrap()
-                .unwrap()
-                .enumerated()
-                .unwrap(),
-            0
+            final_unit_action(&m),
+            Some(0),
+            "FUI TERMINATE on the last grant"
         );
 
         // Nothing left: 4012 at command level, nothing reserved.
@@ -559,20 +549,11 @@ on_both_backends!(
 
 on_both_backends!(denied_and_free_services, "10.00", |store, server, c| {
     // A free service (zero price) needs no credit control: 4011, nothing stays reserved.
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--rating-group",
-        "99",
-        "--unit",
-        "seconds",
-        "--price",
-        "0",
-        "--quantum",
-        "60",
-    ]);
+    store.set_tariff(
+        &Tariff::new("32260@3gpp.org", "seconds", "0")
+            .rating_group(99)
+            .quantum(60),
+    );
     let i = c
         .ccr("im.test;8;free", 1, 0)
         .with(subscription(0, "15550000001"))

@@ -25,7 +25,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{wait_timeout, Backend, Server, Store};
+use common::{final_unit_action, wait_timeout, Backend, Server, Store, Tariff};
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -923,34 +923,14 @@ impl Rig {
     ) -> Option<Rig> {
         let modules = kamailio_modules()?;
         let store = Store::new(backend).await?;
-        store.run_ok(&[
-            "account",
-            "create",
-            "--id",
-            account,
-            "--currency",
-            "EUR",
-            "--balance",
-            balance,
-            "--subscription",
-            subscription,
-        ]);
+        store.create_account(account, balance, &[subscription]);
         // For 32260@3gpp.org, not the ext.01.001.8.32260@3gpp.org Kamailio sends: Tollgate
         // matches a Service-Context-Id to a tariff by its suffix.
-        store.run_ok(&[
-            "tariff",
-            "set",
-            "--service-context",
-            "32260@3gpp.org",
-            "--unit",
-            "seconds",
-            "--price",
-            "0.07",
-            "--quantum",
-            "30",
-            "--min-grant",
-            "1",
-        ]);
+        store.set_tariff(
+            &Tariff::new("32260@3gpp.org", "seconds", "0.07")
+                .quantum(30)
+                .min_grant(1),
+        );
         // Tcc (RFC 4006 §7) is Validity-Time × tcc_factor: 12 s instead of 6 s, so that a slow
         // machine cannot make the sweeper release a reservation Kamailio is about to report.
         let config = store.dir.join("tollgate.toml");
@@ -1226,18 +1206,10 @@ async fn final_grant(backend: Backend) {
         Some(3),
         "0.21 EUR at 0.07/s"
     );
-    let fui = grant
-        .iter()
-        .find(|a| a.is(FINAL_UNIT_INDICATION))
-        .expect("no Final-Unit-Indication with the last 3 s");
     assert_eq!(
-        fui.member(FINAL_UNIT_ACTION)
-            .unwrap()
-            .unwrap()
-            .enumerated()
-            .unwrap(),
-        0,
-        "Final-Unit-Action TERMINATE"
+        final_unit_action(&grant),
+        Some(0),
+        "Final-Unit-Indication with Final-Unit-Action TERMINATE with the last 3 s"
     );
 
     // Nobody hangs up: Kamailio ends the call on both legs, through its own dialog state.

@@ -46,43 +46,16 @@ const CCAS: usize = 3;
 fn provision_smf_subscriber(store: &Store) {
     let imsi = format!("imsi:{IMSI}");
     let e164 = format!("e164:{MSISDN}");
-    store.run_ok(&[
-        "account",
-        "create",
-        "--id",
-        "smf-ue",
-        "--currency",
-        "EUR",
-        "--balance",
-        "10.00",
-        "--subscription",
-        &imsi,
-        "--subscription",
-        &e164,
-    ]);
-    let quantum = REQUESTED_OCTETS.to_string();
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        SERVICE_CONTEXT,
-        "--unit",
-        "octets",
-        "--price",
-        PRICE_PER_OCTET,
-        "--quantum",
-        &quantum,
-        "--min-grant",
-        "1",
-    ]);
+    store.create_account("smf-ue", "10.00", &[&imsi, &e164]);
+    store.set_tariff(
+        &Tariff::new(SERVICE_CONTEXT, "octets", PRICE_PER_OCTET)
+            .quantum(REQUESTED_OCTETS)
+            .min_grant(1),
+    );
 }
 
 async fn run(backend: Backend) {
-    if !tollgate_testkit::present(
-        python_has("diameter"),
-        "python-diameter",
-        "pip install python-diameter",
-    ) {
+    if !python_diameter_present() {
         return;
     }
     let Some(store) = Store::new(backend).await else {

@@ -31,11 +31,7 @@ const IEC_CHARGE: i64 = 2 * 5; // 2 units debited
 const OPENING: i64 = 1000;
 
 async fn run(backend: Backend) {
-    if !tollgate_testkit::present(
-        python_has("diameter"),
-        "python-diameter (Python module diameter)",
-        "python3 -m pip install python-diameter",
-    ) {
+    if !python_diameter_present() {
         return;
     }
     let Some(store) = Store::new(backend).await else {

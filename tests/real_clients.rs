@@ -104,10 +104,7 @@ async fn kamailio_shaped_session(backend: Backend) {
         ),
         2
     );
-    c.close().await;
-    store.verify();
-    server.stop();
-    store.drop_store().await;
+    finish(c, server, store).await;
 }
 
 #[tokio::test]
@@ -188,18 +185,7 @@ async fn most_specific_context_wins(backend: Backend) {
         ("8.32260@3gpp.org", "0.03"),
         ("ext.02.002.8.32260@3gpp.org", "0.05"),
     ] {
-        store.run_ok(&[
-            "tariff",
-            "set",
-            "--service-context",
-            context,
-            "--unit",
-            "seconds",
-            "--price",
-            price,
-            "--min-grant",
-            "1",
-        ]);
+        store.set_tariff(&Tariff::new(context, "seconds", price).min_grant(1));
     }
     let server = Server::start(&store, &[]);
     let c = Client::connect(server.diameter, "as.ims.test").await;
@@ -221,10 +207,7 @@ async fn most_specific_context_wins(backend: Backend) {
             assert_eq!(charged, cost, "session on {context}");
         }
     }
-    c.close().await;
-    store.verify();
-    server.stop();
-    store.drop_store().await;
+    finish(c, server, store).await;
 }
 
 #[tokio::test]
@@ -242,18 +225,7 @@ async fn the_cli_takes_e164_numbers_with_plus_and_separators_and_stores_digits()
     let Some(store) = Store::new(Backend::Sqlite).await else {
         return;
     };
-    store.run_ok(&[
-        "account",
-        "create",
-        "--id",
-        "bob",
-        "--currency",
-        "EUR",
-        "--balance",
-        "1.00",
-        "--subscription",
-        "e164:+1 (555) 000-0002",
-    ]);
+    store.create_account("bob", "1.00", &["e164:+1 (555) 000-0002"]);
     let out = store.cli(&["account", "list"]);
     let listed = String::from_utf8_lossy(&out.stdout);
     let bob = listed
@@ -262,32 +234,10 @@ async fn the_cli_takes_e164_numbers_with_plus_and_separators_and_stores_digits()
         .unwrap_or_default();
     assert!(bob.contains("e164:15550000002"), "{listed}");
     // The same number written another way is the same subscriber: refused as taken.
-    let out = store.cli(&[
-        "account",
-        "create",
-        "--id",
-        "carol",
-        "--currency",
-        "EUR",
-        "--balance",
-        "1.00",
-        "--subscription",
-        "e164:+15550000002",
-    ]);
+    let out = store.try_create_account("carol", "1.00", &["e164:+15550000002"]);
     assert!(!out.status.success(), "a second account took the number");
     // Not a number: one line that says how to write one.
-    let out = store.cli(&[
-        "account",
-        "create",
-        "--id",
-        "dave",
-        "--currency",
-        "EUR",
-        "--balance",
-        "1.00",
-        "--subscription",
-        "e164:+1555x",
-    ]);
+    let out = store.try_create_account("dave", "1.00", &["e164:+1555x"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

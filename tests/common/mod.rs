@@ -384,64 +384,150 @@ pub fn result_in(members: &[Avp]) -> Option<u32> {
 /// and sip:alice@example.com; tariffs on 32260@3gpp.org: 0.01/s (quantum 60) and 0.05/unit
 /// (quantum 10), and rating group 20 at 0.02/s.
 pub fn provision(store: &Store, balance: &str) {
-    store.run_ok(&[
+    store.create_account(
+        "alice",
+        balance,
+        &["e164:15550000001", "sip:alice@example.com"],
+    );
+    store.set_tariff(
+        &Tariff::new("32260@3gpp.org", "seconds", "0.01")
+            .quantum(60)
+            .min_grant(1),
+    );
+    store.set_tariff(
+        &Tariff::new("32260@3gpp.org", "units", "0.05")
+            .quantum(10)
+            .min_grant(1),
+    );
+    store.set_tariff(
+        &Tariff::new("32260@3gpp.org", "seconds", "0.02")
+            .rating_group(20)
+            .quantum(60)
+            .min_grant(1),
+    );
+}
+
+/// One `tollgate tariff set`: a price per unit on a Service-Context-Id, for one Rating-Group
+/// or (without) the whole context; quantum and minimum grant as the CLI defaults them unless
+/// given.
+pub struct Tariff<'a> {
+    pub context: &'a str,
+    pub rating_group: Option<u32>,
+    /// `seconds`, `octets` or `units`.
+    pub unit: &'a str,
+    /// Per unit, in the account's currency, as text (`0.01`).
+    pub price: &'a str,
+    pub quantum: Option<u64>,
+    pub min_grant: Option<u64>,
+}
+
+impl<'a> Tariff<'a> {
+    pub fn new(context: &'a str, unit: &'a str, price: &'a str) -> Self {
+        Tariff {
+            context,
+            rating_group: None,
+            unit,
+            price,
+            quantum: None,
+            min_grant: None,
+        }
+    }
+
+    pub fn rating_group(self, rating_group: u32) -> Self {
+        Tariff {
+            rating_group: Some(rating_group),
+            ..self
+        }
+    }
+
+    pub fn quantum(self, quantum: u64) -> Self {
+        Tariff {
+            quantum: Some(quantum),
+            ..self
+        }
+    }
+
+    pub fn min_grant(self, min_grant: u64) -> Self {
+        Tariff {
+            min_grant: Some(min_grant),
+            ..self
+        }
+    }
+}
+
+impl Store {
+    /// `tollgate account create` in EUR with `balance` and each of `subscriptions`
+    /// (`TYPE:DATA`); it must succeed.
+    pub fn create_account(&self, id: &str, balance: &str, subscriptions: &[&str]) {
+        self.run_ok(&account_create_args(id, balance, subscriptions));
+    }
+
+    /// The same command's output, for what it must refuse.
+    pub fn try_create_account(&self, id: &str, balance: &str, subscriptions: &[&str]) -> Output {
+        self.cli(&account_create_args(id, balance, subscriptions))
+    }
+
+    /// `tollgate tariff set` for `tariff`; it must succeed.
+    pub fn set_tariff(&self, tariff: &Tariff) {
+        let rating_group = tariff.rating_group.map(|rg| rg.to_string());
+        let quantum = tariff.quantum.map(|q| q.to_string());
+        let min_grant = tariff.min_grant.map(|m| m.to_string());
+        let mut args = vec!["tariff", "set", "--service-context", tariff.context];
+        if let Some(rg) = &rating_group {
+            args.extend(["--rating-group", rg]);
+        }
+        args.extend(["--unit", tariff.unit, "--price", tariff.price]);
+        if let Some(q) = &quantum {
+            args.extend(["--quantum", q]);
+        }
+        if let Some(m) = &min_grant {
+            args.extend(["--min-grant", m]);
+        }
+        self.run_ok(&args);
+    }
+}
+
+fn account_create_args<'a>(
+    id: &'a str,
+    balance: &'a str,
+    subscriptions: &[&'a str],
+) -> Vec<&'a str> {
+    let mut args = vec![
         "account",
         "create",
         "--id",
-        "alice",
+        id,
         "--currency",
         "EUR",
         "--balance",
         balance,
-        "--subscription",
-        "e164:15550000001",
-        "--subscription",
-        "sip:alice@example.com",
-    ]);
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--unit",
-        "seconds",
-        "--price",
-        "0.01",
-        "--quantum",
-        "60",
-        "--min-grant",
-        "1",
-    ]);
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--unit",
-        "units",
-        "--price",
-        "0.05",
-        "--quantum",
-        "10",
-        "--min-grant",
-        "1",
-    ]);
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--rating-group",
-        "20",
-        "--unit",
-        "seconds",
-        "--price",
-        "0.02",
-        "--quantum",
-        "60",
-        "--min-grant",
-        "1",
-    ]);
+    ];
+    for s in subscriptions {
+        args.extend(["--subscription", s]);
+    }
+    args
+}
+
+/// The end of a flow on one store: the client disconnects (DPR), `tollgate ledger verify`
+/// passes, the server exits 0 on SIGTERM, the store goes.
+pub async fn finish(client: Client, server: Server, store: Store) {
+    client.close().await;
+    store.verify();
+    server.stop();
+    store.drop_store().await;
+}
+
+/// The Final-Unit-Action (RFC 4006 §8.35) in the Final-Unit-Indication of an answer MSCC's
+/// `members`; `None` without a Final-Unit-Indication.
+pub fn final_unit_action(members: &[Avp]) -> Option<i32> {
+    let fui = members.iter().find(|x| x.is(FINAL_UNIT_INDICATION))?;
+    Some(
+        fui.member(FINAL_UNIT_ACTION)
+            .unwrap()
+            .unwrap()
+            .enumerated()
+            .unwrap(),
+    )
 }
 
 pub fn repo_root() -> &'static Path {
@@ -465,6 +551,15 @@ impl Store {
 /// A string as an SQL literal.
 pub fn sql_quoted(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
+}
+
+/// Whether python-diameter (PyPI, import name `diameter`) is there, by the testkit rule.
+pub fn python_diameter_present() -> bool {
+    tollgate_testkit::present(
+        python_has("diameter"),
+        "python-diameter (Python module diameter)",
+        "python3 -m pip install python-diameter",
+    )
 }
 
 /// Whether `python3 -c "import MODULE"` succeeds.

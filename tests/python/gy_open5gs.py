@@ -33,19 +33,36 @@ as the SMF does (the PDU session is rejected): no CCR-U/T follow.
 """
 
 import datetime
-import json
+import os
 import random
-import socket
 import struct
 import sys
 import time
 
-try:
-    from diameter.message import Message, MessageHeader
-    from diameter.message.avp import Avp, AvpGrouped
-except ImportError as e:  # the Rust test checks this first; be clear when run by hand
-    print(f"python-diameter is not installed ({e}); pip install python-diameter", file=sys.stderr)
-    sys.exit(3)
+# The shared client side lives next to this script; leave no __pycache__ there.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diameter_peer import (  # noqa: E402  (exits 3 without python-diameter)
+    APP_CC,
+    AUTH_APPLICATION_ID,
+    CC_REQUEST_NUMBER,
+    CC_REQUEST_TYPE,
+    CMD_CCR,
+    FLAG_P,
+    FLAG_R,
+    ORIGIN_HOST_AVP,
+    ORIGIN_REALM_AVP,
+    RESULT_CODE,
+    SESSION_ID,
+    AvpGrouped,
+    Client,
+    expect,
+    first,
+    new_avp,
+    request,
+    run,
+    value_of,
+)
 
 # --- the SMF and its subscriber -------------------------------------------------------------
 # Identity and realm come from the SMF's freeDiameter configuration; Open5GS sends its own
@@ -72,11 +89,8 @@ APN_AMBR_UL = APN_AMBR_DL = 1_000_000_000  # bit/s
 REQUESTED_OCTETS = 1_000_000
 UPDATE_USAGE = {"cc_time": 34, "cc_input_octets": 400_000, "cc_output_octets": 600_000}
 FINAL_USAGE = {"cc_time": 12, "cc_input_octets": 50_000, "cc_output_octets": 180_000}
-TIMEOUT_S = 30.0
 
-CMD_CER, CMD_DWR, CMD_DPR, CMD_CCR = 257, 280, 282, 272
-APP_COMMON, APP_CC, APP_GX = 0, 4, 16777238
-FLAG_R, FLAG_P = 0x80, 0x40
+APP_GX = 16777238
 VENDOR_3GPP = 10415
 
 INITIAL, UPDATE, TERMINATION = 1, 2, 3
@@ -91,14 +105,13 @@ RAT_TYPE_EUTRAN = 6  # GTPv2 RAT Type, TS 29.274 §8.17
 ULI_TAI_AND_ECGI = 130  # 3GPP-User-Location-Info type, TS 29.061 §16.4.7.2
 UE_INFO_IMEISV = 0
 
-# AVP codes (RFC 6733, RFC 4006, RFC 7155, TS 29.061, TS 29.212, TS 32.299).
-SESSION_ID, ORIGIN_HOST_AVP, ORIGIN_REALM_AVP = 263, 264, 296
+# AVP codes (RFC 6733, RFC 4006, RFC 7155, TS 29.061, TS 29.212, TS 32.299), besides those
+# diameter_peer.py names.
 DESTINATION_REALM, DESTINATION_HOST = 283, 293
-AUTH_APPLICATION_ID, VENDOR_SPECIFIC_APPLICATION_ID, VENDOR_ID = 258, 260, 266
+VENDOR_SPECIFIC_APPLICATION_ID, VENDOR_ID = 260, 266
 HOST_IP_ADDRESS, PRODUCT_NAME, FIRMWARE_REVISION = 257, 269, 267
-ORIGIN_STATE_ID, SUPPORTED_VENDOR_ID, DISCONNECT_CAUSE = 278, 265, 273
-RESULT_CODE, FAILED_AVP, ERROR_MESSAGE = 268, 279, 281
-SERVICE_CONTEXT_ID, CC_REQUEST_TYPE, CC_REQUEST_NUMBER = 461, 416, 415
+ORIGIN_STATE_ID, SUPPORTED_VENDOR_ID = 278, 265
+FAILED_AVP, ERROR_MESSAGE, SERVICE_CONTEXT_ID = 279, 281, 461
 EVENT_TIMESTAMP, TERMINATION_CAUSE, REQUESTED_ACTION = 55, 295, 436
 SUBSCRIPTION_ID, SUBSCRIPTION_ID_TYPE, SUBSCRIPTION_ID_DATA = 443, 450, 444
 MULTIPLE_SERVICES_INDICATOR, MSCC = 455, 456
@@ -134,16 +147,10 @@ NOT_MANDATORY = {
     (FIRMWARE_REVISION, 0),
 }
 
-_STEP_FAILURES = []
-
-
-class ProtocolFailure(Exception):
-    """The transport or the peer broke the Diameter exchange; no point going on."""
-
 
 def avp(code, value, vendor=0):
     """One AVP with the SMF's M bit; python-diameter sets V from the vendor id."""
-    return Avp.new(code, vendor, value=value, is_mandatory=(code, vendor) not in NOT_MANDATORY, is_private=False)
+    return new_avp(code, value, vendor, (code, vendor) not in NOT_MANDATORY)
 
 
 def tgpp(code, value):
@@ -165,137 +172,6 @@ def user_location_info():
     130): PLMN + TAC, then PLMN + 28-bit E-UTRAN cell identity."""
     plmn = plmn_bcd("001", "01")
     return bytes([ULI_TAI_AND_ECGI]) + plmn + struct.pack(">H", 1) + plmn + struct.pack(">I", 0x0019B01)
-
-
-class Ids:
-    """Hop-by-Hop (per connection) and End-to-End (RFC 6733 §3: high 12 bits from the boot
-    time, low 20 random) identifiers."""
-
-    def __init__(self):
-        self.hbh = random.getrandbits(32)
-        self.e2e = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
-
-    def next_hbh(self):
-        self.hbh = (self.hbh + 1) & 0xFFFFFFFF
-        return self.hbh
-
-    def next_e2e(self):
-        self.e2e = (self.e2e + 1) & 0xFFFFFFFF
-        return self.e2e
-
-
-def request(command, app, flags, avps, ids):
-    header = MessageHeader(
-        version=1,
-        command_flags=flags,
-        command_code=command,
-        application_id=app,
-        hop_by_hop_identifier=ids.next_hbh(),
-        end_to_end_identifier=ids.next_e2e(),
-    )
-    return Message(header, list(avps))
-
-
-def first(avps, code, vendor=0):
-    for a in avps:
-        if a.code == code and a.vendor_id == vendor:
-            return a
-    return None
-
-
-def value_of(avps, code, vendor=0):
-    a = first(avps, code, vendor)
-    return None if a is None else a.value
-
-
-def _text(v):
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
-
-
-def _walk(avps):
-    for a in avps:
-        if isinstance(a, AvpGrouped):
-            _walk(a.value)
-        else:
-            _ = a.value
-
-
-class Connection:
-    def __init__(self, addr, ids):
-        host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=TIMEOUT_S)
-        self.sock.settimeout(TIMEOUT_S)
-        self.ids = ids
-        self.local_ip = self.sock.getsockname()[0]
-
-    def _read_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            try:
-                chunk = self.sock.recv(n - len(buf))
-            except socket.timeout:
-                raise ProtocolFailure(f"no data from Tollgate within {TIMEOUT_S:.0f} s") from None
-            if not chunk:
-                raise ProtocolFailure("Tollgate closed the connection")
-            buf += chunk
-        return buf
-
-    def read_message(self):
-        head = self._read_exact(20)
-        version, length = head[0], struct.unpack(">I", b"\0" + head[1:4])[0]
-        if version != 1 or length < 20 or length % 4:
-            raise ProtocolFailure(f"bad Diameter header {head.hex()}")
-        raw = head + self._read_exact(length - 20)
-        try:
-            msg = Message.from_bytes(raw)
-            _walk(msg.avps)  # grouped values decode lazily: fail here, not mid-check
-        except Exception as e:  # python-diameter raises several unrelated types
-            raise ProtocolFailure(f"python-diameter cannot decode {raw.hex()}: {e}") from None
-        return msg, raw
-
-    def ask(self, msg):
-        """Sends a request; returns (answer, raw bytes) for its Hop-by-Hop id, answering
-        Tollgate's watchdog requests meanwhile."""
-        self.sock.sendall(msg.as_bytes())
-        want = msg.header.hop_by_hop_identifier
-        while True:
-            ans, raw = self.read_message()
-            h = ans.header
-            if h.is_request:
-                self._answer_watchdog(ans)
-                continue
-            if h.hop_by_hop_identifier != want:
-                raise ProtocolFailure(f"answer with unexpected Hop-by-Hop 0x{h.hop_by_hop_identifier:08x}")
-            if h.end_to_end_identifier != msg.header.end_to_end_identifier:
-                raise ProtocolFailure("answer does not echo the End-to-End identifier")
-            if h.command_code != msg.header.command_code:
-                raise ProtocolFailure(f"answer command {h.command_code} to request {msg.header.command_code}")
-            return ans, raw
-
-    def _answer_watchdog(self, req):
-        if req.header.command_code != CMD_DWR:
-            raise ProtocolFailure(f"unexpected request {req.header.command_code} from Tollgate")
-        hdr = MessageHeader(
-            version=1,
-            command_flags=0,
-            command_code=CMD_DWR,
-            application_id=APP_COMMON,
-            hop_by_hop_identifier=req.header.hop_by_hop_identifier,
-            end_to_end_identifier=req.header.end_to_end_identifier,
-        )
-        answer = [avp(RESULT_CODE, 2001), avp(ORIGIN_HOST_AVP, ORIGIN_HOST.encode()), avp(ORIGIN_REALM_AVP, ORIGIN_REALM.encode())]
-        self.sock.sendall(Message(hdr, answer).as_bytes())
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def expect(step, what, ok):
-    if not ok:
-        _STEP_FAILURES.append(f"{step}: expected {what}")
 
 
 class Smf:
@@ -400,21 +276,12 @@ class Smf:
         return ps
 
 
-class Client:
-    def __init__(self, addr, cca_file):
-        self.ids = Ids()
-        self.conn = Connection(addr, self.ids)
-        self.cca_file = cca_file
-        self.smf = Smf(self.ids)
-        self.ccas = 0
+class SmfClient(Client):
+    """The SMF's Diameter connection to the OCS."""
 
-    def report(self, step, msg, **extra):
-        line = {"step": step, "result_code": value_of(msg.avps, RESULT_CODE)}
-        if msg.header.is_error:
-            line["e_bit"] = True
-        line.update(extra)
-        print(json.dumps(line), flush=True)
-        return line
+    def __init__(self, addr, cca_file):
+        super().__init__(addr, cca_file, ORIGIN_HOST, ORIGIN_REALM)
+        self.smf = Smf(self.ids)
 
     def cer(self):
         # What the SMF's freeDiameter stack announces (fd_p_ce.c): Gy is Auth-Application-Id 4
@@ -431,29 +298,13 @@ class Client:
             avp(AUTH_APPLICATION_ID, APP_CC),
             grouped(VENDOR_SPECIFIC_APPLICATION_ID, [avp(VENDOR_ID, VENDOR_3GPP), avp(AUTH_APPLICATION_ID, APP_GX)]),
         ]
-        ans, _ = self.conn.ask(request(CMD_CER, APP_COMMON, FLAG_R, avps, self.ids))
-        apps = [a.value for a in ans.avps if a.code == AUTH_APPLICATION_ID]
-        line = self.report("cer", ans, origin_host=_text(value_of(ans.avps, ORIGIN_HOST_AVP)), auth_application_ids=apps)
-        expect("cer", f"Result-Code 2001, got {line['result_code']}", line["result_code"] == 2001)
-        expect("cer", "Auth-Application-Id 4 advertised", APP_CC in apps)
-        if line["result_code"] != 2001:
-            raise ProtocolFailure("capabilities exchange failed")
-
-    def dpr(self):
-        avps = [avp(ORIGIN_HOST_AVP, ORIGIN_HOST.encode()), avp(ORIGIN_REALM_AVP, ORIGIN_REALM.encode()), avp(DISCONNECT_CAUSE, 0)]
-        ans, _ = self.conn.ask(request(CMD_DPR, APP_COMMON, FLAG_R, avps, self.ids))
-        line = self.report("dpr", ans)
-        expect("dpr", f"Result-Code 2001, got {line['result_code']}", line["result_code"] == 2001)
-        self.conn.close()  # RFC 6733 §5.4: the receiver of the DPA closes the transport
+        self.exchange_capabilities(avps)
 
     def ask_cc(self, step, req):
         """Sends a CCR, records the CCA's bytes and checks what smf_gy_cca_cb reads: the
         echoes, Result-Code, Origin-Host/-Realm, CC-Request-Type/-Number, and per MSCC its
         Result-Code and Granted-Service-Unit."""
-        ans, raw = self.conn.ask(req)
-        self.cca_file.write(raw.hex() + "\n")
-        self.cca_file.flush()
-        self.ccas += 1
+        ans = self.ask_recorded(req)
         avps = ans.avps
         msccs = [a for a in avps if a.code == MSCC and a.vendor_id == 0]
         info = {
@@ -469,15 +320,8 @@ class Client:
         if message is not None:
             info["error_message"] = message
         line = self.report(step, ans, **info)
-        sent = req.avps
-        expect(step, f"Result-Code 2001, got {line['result_code']}", line["result_code"] == 2001)
-        expect(step, "no E bit in a CCA", not ans.header.is_error)
-        expect(step, "the P bit echoed", ans.header.is_proxyable)
-        expect(step, "Session-Id echoed", info["session_id"] == value_of(sent, SESSION_ID))
-        expect(step, "Auth-Application-Id 4", value_of(avps, AUTH_APPLICATION_ID) == APP_CC)
+        self.expect_cca(step, req, ans, 2001)
         expect(step, "Origin-Host and Origin-Realm", value_of(avps, ORIGIN_HOST_AVP) and value_of(avps, ORIGIN_REALM_AVP))
-        expect(step, "CC-Request-Type echoed", info["cc_request_type"] == value_of(sent, CC_REQUEST_TYPE))
-        expect(step, "CC-Request-Number echoed", info["cc_request_number"] == value_of(sent, CC_REQUEST_NUMBER))
         origin = value_of(avps, ORIGIN_HOST_AVP)
         if origin:
             self.smf.peer_host = origin
@@ -496,6 +340,11 @@ class Client:
                 f"GSU CC-Total-Octets {REQUESTED_OCTETS} (got {g})",
                 g == {"cc_total_octets": REQUESTED_OCTETS},
             )
+
+    def flows(self):
+        completed = self.session()
+        used = sum(u["cc_input_octets"] + u["cc_output_octets"] for u in (UPDATE_USAGE, FINAL_USAGE))
+        return {"session_id": self.smf.session_id, "completed": completed, "used_octets": used if completed else 0}
 
     def session(self):
         line = self.ask_cc("ccr-i", self.smf.ccr(INITIAL, 0))
@@ -573,35 +422,7 @@ def main(argv):
     if len(argv) == 2 and argv[1] == "--list-avps":
         list_avps()
         return 0
-    if len(argv) != 3 or ":" not in argv[1]:
-        print("usage: gy_open5gs.py HOST:PORT CCA_HEX_FILE | --list-avps", file=sys.stderr)
-        return 64
-    with open(argv[2], "w", encoding="ascii") as cca_file:
-        try:
-            c = Client(argv[1], cca_file)
-            c.cer()
-            completed = c.session()
-            c.dpr()
-        except (ProtocolFailure, OSError) as e:
-            for f in _STEP_FAILURES:
-                print(f"FAIL {f}", file=sys.stderr)
-            print(f"FAIL transport: {e}", file=sys.stderr)
-            return 2
-    used = sum(u["cc_input_octets"] + u["cc_output_octets"] for u in (UPDATE_USAGE, FINAL_USAGE))
-    summary = {
-        "step": "summary",
-        "ccas": c.ccas,
-        "session_id": c.smf.session_id,
-        "completed": completed,
-        "used_octets": used if completed else 0,
-        "failures": len(_STEP_FAILURES),
-    }
-    print(json.dumps(summary))
-    if _STEP_FAILURES:
-        for f in _STEP_FAILURES:
-            print(f"FAIL {f}", file=sys.stderr)
-        return 1
-    return 0
+    return run(argv, "gy_open5gs.py HOST:PORT CCA_HEX_FILE | --list-avps", SmfClient)
 
 
 if __name__ == "__main__":

@@ -31,55 +31,63 @@ charged twice is for the caller to check in the ledger.
 """
 
 import datetime
-import json
+import os
 import random
-import socket
-import struct
 import sys
 import time
 
-try:
-    from diameter.message import Message, MessageHeader
-    from diameter.message.avp import Avp, AvpGrouped
-    from diameter.message.constants import (
-        AVP_AUTH_APPLICATION_ID,
-        AVP_CC_REQUEST_NUMBER,
-        AVP_CC_REQUEST_TYPE,
-        AVP_CC_SERVICE_SPECIFIC_UNITS,
-        AVP_CC_TIME,
-        AVP_CHECK_BALANCE_RESULT,
-        AVP_DESTINATION_HOST,
-        AVP_DESTINATION_REALM,
-        AVP_DISCONNECT_CAUSE,
-        AVP_EVENT_TIMESTAMP,
-        AVP_GRANTED_SERVICE_UNIT,
-        AVP_HOST_IP_ADDRESS,
-        AVP_MULTIPLE_SERVICES_CREDIT_CONTROL,
-        AVP_MULTIPLE_SERVICES_INDICATOR,
-        AVP_ORIGIN_HOST,
-        AVP_ORIGIN_REALM,
-        AVP_ORIGIN_STATE_ID,
-        AVP_PRODUCT_NAME,
-        AVP_RATING_GROUP,
-        AVP_REQUESTED_ACTION,
-        AVP_REQUESTED_SERVICE_UNIT,
-        AVP_RESULT_CODE,
-        AVP_SERVICE_CONTEXT_ID,
-        AVP_SESSION_ID,
-        AVP_SUBSCRIPTION_ID,
-        AVP_SUBSCRIPTION_ID_DATA,
-        AVP_SUBSCRIPTION_ID_TYPE,
-        AVP_SUPPORTED_VENDOR_ID,
-        AVP_TERMINATION_CAUSE,
-        AVP_TGPP_3GPP_REPORTING_REASON,
-        AVP_USED_SERVICE_UNIT,
-        AVP_VALIDITY_TIME,
-        AVP_VENDOR_ID,
-        VENDOR_TGPP,
-    )
-except ImportError as e:  # the Rust test checks this first; be clear when run by hand
-    print(f"python-diameter is not installed ({e}); pip install python-diameter", file=sys.stderr)
-    sys.exit(3)
+# The shared client side lives next to this script; leave no __pycache__ there.
+sys.dont_write_bytecode = True
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from diameter_peer import (  # noqa: E402  (exits 3 without python-diameter)
+    APP_CC,
+    CMD_CCR,
+    FLAG_P,
+    FLAG_R,
+    FLAG_T,
+    Client,
+    expect,
+    first,
+    new_avp,
+    request,
+    run,
+    value_of,
+)
+from diameter.message.constants import (  # noqa: E402
+    AVP_AUTH_APPLICATION_ID,
+    AVP_CC_REQUEST_NUMBER,
+    AVP_CC_REQUEST_TYPE,
+    AVP_CC_SERVICE_SPECIFIC_UNITS,
+    AVP_CC_TIME,
+    AVP_CHECK_BALANCE_RESULT,
+    AVP_DESTINATION_HOST,
+    AVP_DESTINATION_REALM,
+    AVP_EVENT_TIMESTAMP,
+    AVP_GRANTED_SERVICE_UNIT,
+    AVP_HOST_IP_ADDRESS,
+    AVP_MULTIPLE_SERVICES_CREDIT_CONTROL,
+    AVP_MULTIPLE_SERVICES_INDICATOR,
+    AVP_ORIGIN_HOST,
+    AVP_ORIGIN_REALM,
+    AVP_ORIGIN_STATE_ID,
+    AVP_PRODUCT_NAME,
+    AVP_RATING_GROUP,
+    AVP_REQUESTED_ACTION,
+    AVP_REQUESTED_SERVICE_UNIT,
+    AVP_RESULT_CODE,
+    AVP_SERVICE_CONTEXT_ID,
+    AVP_SESSION_ID,
+    AVP_SUBSCRIPTION_ID,
+    AVP_SUBSCRIPTION_ID_DATA,
+    AVP_SUBSCRIPTION_ID_TYPE,
+    AVP_SUPPORTED_VENDOR_ID,
+    AVP_TERMINATION_CAUSE,
+    AVP_TGPP_3GPP_REPORTING_REASON,
+    AVP_USED_SERVICE_UNIT,
+    AVP_VALIDITY_TIME,
+    AVP_VENDOR_ID,
+    VENDOR_TGPP,
+)
 
 ORIGIN_HOST = "pyclient.test"
 ORIGIN_REALM = "test"
@@ -87,11 +95,6 @@ DESTINATION_REALM = "test"
 SERVICE_CONTEXT = "32260@3gpp.org"
 SUBSCRIBER = "15550000001"
 UNKNOWN_SUBSCRIBER = "15559999999"
-TIMEOUT_S = 30.0
-
-CMD_CER, CMD_DWR, CMD_DPR, CMD_CCR = 257, 280, 282, 272
-APP_COMMON, APP_CC = 0, 4
-FLAG_R, FLAG_P, FLAG_E, FLAG_T = 0x80, 0x40, 0x20, 0x10
 
 # CC-Request-Type, Requested-Action, Subscription-Id-Type values (RFC 4006).
 INITIAL, UPDATE, TERMINATION, EVENT = 1, 2, 3, 4
@@ -102,176 +105,23 @@ END_USER_E164 = 0
 # "M must" except Product-Name (M must not). Set explicitly, not from the library default.
 M_MUSTNOT = {AVP_PRODUCT_NAME}
 
-# Failed expectations, reported together at the end.
-_STEP_FAILURES = []
-
-
-class ProtocolFailure(Exception):
-    """The transport or the peer broke the Diameter exchange; no point going on."""
-
 
 def avp(code, value, vendor=0):
     """One AVP encoded by python-diameter, with the M bit from the rule above (V follows
     the vendor id); grouped values are lists of AVPs built by this function."""
-    return Avp.new(code, vendor, value=value, is_mandatory=code not in M_MUSTNOT, is_private=False)
+    return new_avp(code, value, vendor, code not in M_MUSTNOT)
 
 
 def grouped(code, members, vendor=0):
     return avp(code, list(members), vendor)
 
 
-class Ids:
-    """Hop-by-Hop (per connection) and End-to-End (per sender, RFC 6733 §3: high 12 bits
-    from the boot time, low 20 random) identifiers."""
-
-    def __init__(self):
-        self.hbh = random.getrandbits(32)
-        self.e2e = ((int(time.time()) & 0xFFF) << 20) | random.getrandbits(20)
-
-    def next_hbh(self):
-        self.hbh = (self.hbh + 1) & 0xFFFFFFFF
-        return self.hbh
-
-    def next_e2e(self):
-        self.e2e = (self.e2e + 1) & 0xFFFFFFFF
-        return self.e2e
-
-
-def request(command, app, flags, avps, ids, e2e=None):
-    header = MessageHeader(
-        version=1,
-        command_flags=flags,
-        command_code=command,
-        application_id=app,
-        hop_by_hop_identifier=ids.next_hbh(),
-        end_to_end_identifier=ids.next_e2e() if e2e is None else e2e,
-    )
-    return Message(header, list(avps))
-
-
-def first(avps, code, vendor=0):
-    for a in avps:
-        if a.code == code and a.vendor_id == vendor:
-            return a
-    return None
-
-
-def value_of(avps, code, vendor=0):
-    a = first(avps, code, vendor)
-    return None if a is None else a.value
-
-
-class Connection:
-    def __init__(self, addr, ids):
-        host, port = addr.rsplit(":", 1)
-        self.sock = socket.create_connection((host.strip("[]"), int(port)), timeout=TIMEOUT_S)
-        self.sock.settimeout(TIMEOUT_S)
-        self.ids = ids
-        self.local_ip = self.sock.getsockname()[0]
-
-    def _read_exact(self, n):
-        buf = b""
-        while len(buf) < n:
-            try:
-                chunk = self.sock.recv(n - len(buf))
-            except socket.timeout:
-                raise ProtocolFailure(f"no data from Tollgate within {TIMEOUT_S:.0f} s") from None
-            if not chunk:
-                raise ProtocolFailure("Tollgate closed the connection")
-            buf += chunk
-        return buf
-
-    def read_message(self):
-        head = self._read_exact(20)
-        version, length = head[0], struct.unpack(">I", b"\0" + head[1:4])[0]
-        if version != 1 or length < 20 or length % 4:
-            raise ProtocolFailure(f"bad Diameter header {head.hex()}")
-        raw = head + self._read_exact(length - 20)
-        try:
-            msg = Message.from_bytes(raw)
-            # Force-decode every AVP (grouped values decode lazily) so a bad encoding
-            # surfaces here, not halfway through a check.
-            _walk(msg.avps)
-        except Exception as e:  # python-diameter raises several unrelated types
-            raise ProtocolFailure(f"python-diameter cannot decode {raw.hex()}: {e}") from None
-        return msg, raw
-
-    def send(self, msg):
-        self.sock.sendall(msg.as_bytes())
-
-    def ask(self, msg):
-        """Sends a request and returns (answer, raw bytes) for its Hop-by-Hop id; answers
-        watchdog requests from Tollgate meanwhile."""
-        self.send(msg)
-        want = msg.header.hop_by_hop_identifier
-        while True:
-            ans, raw = self.read_message()
-            h = ans.header
-            if h.is_request:
-                self._answer_request(ans)
-                continue
-            if h.hop_by_hop_identifier != want:
-                raise ProtocolFailure(
-                    f"answer with unexpected Hop-by-Hop 0x{h.hop_by_hop_identifier:08x} "
-                    f"(want 0x{want:08x})"
-                )
-            if h.end_to_end_identifier != msg.header.end_to_end_identifier:
-                raise ProtocolFailure("answer does not echo the End-to-End identifier")
-            if h.command_code != msg.header.command_code:
-                raise ProtocolFailure(f"answer command {h.command_code} to request {msg.header.command_code}")
-            return ans, raw
-
-    def _answer_request(self, req):
-        if req.header.command_code != CMD_DWR:
-            raise ProtocolFailure(f"unexpected request {req.header.command_code} from Tollgate")
-        hdr = MessageHeader(
-            version=1,
-            command_flags=0,
-            command_code=CMD_DWR,
-            application_id=APP_COMMON,
-            hop_by_hop_identifier=req.header.hop_by_hop_identifier,
-            end_to_end_identifier=req.header.end_to_end_identifier,
-        )
-        self.send(
-            Message(
-                hdr,
-                [
-                    avp(AVP_RESULT_CODE, 2001),
-                    avp(AVP_ORIGIN_HOST, ORIGIN_HOST.encode()),
-                    avp(AVP_ORIGIN_REALM, ORIGIN_REALM.encode()),
-                ],
-            )
-        )
-
-    def close(self):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-def _walk(avps):
-    for a in avps:
-        if isinstance(a, AvpGrouped):
-            _walk(a.value)
-        else:
-            _ = a.value
-
-
-def expect(step, what, ok):
-    if not ok:
-        _STEP_FAILURES.append(f"{step}: expected {what}")
-
-
-class Client:
+class RoClient(Client):
     def __init__(self, addr, cca_file):
-        self.ids = Ids()
-        self.conn = Connection(addr, self.ids)
-        self.cca_file = cca_file
+        super().__init__(addr, cca_file, ORIGIN_HOST, ORIGIN_REALM)
         self.server_host = None
         self.origin_state = int(time.time()) & 0xFFFFFFFF
         self.session_counter = random.getrandbits(32)
-        self.ccas = 0
 
     # --- message builders ---------------------------------------------------------------
 
@@ -321,21 +171,10 @@ class Client:
 
     # --- exchanges ----------------------------------------------------------------------
 
-    def report(self, step, msg, **extra):
-        line = {"step": step, "result_code": value_of(msg.avps, AVP_RESULT_CODE)}
-        if msg.header.is_error:
-            line["e_bit"] = True
-        line.update(extra)
-        print(json.dumps(line), flush=True)
-        return line
-
     def ask_cc(self, step, req, expect_code, expect_request_number=None):
         """Sends a CCR, records the CCA's bytes, checks the CCA's echo fields and
         command-level Result-Code, and returns (answer, JSON line, MSCCs)."""
-        ans, raw = self.conn.ask(req)
-        self.cca_file.write(raw.hex() + "\n")
-        self.cca_file.flush()
-        self.ccas += 1
+        ans = self.ask_recorded(req)
         avps = ans.avps
         msccs = [a for a in avps if a.code == AVP_MULTIPLE_SERVICES_CREDIT_CONTROL and a.vendor_id == 0]
         info = {}
@@ -347,18 +186,7 @@ class Client:
                 info[key] = v
         info["session_id"] = value_of(avps, AVP_SESSION_ID)
         line = self.report(step, ans, **info)
-        sent = req.avps
-        expect(step, f"Result-Code {expect_code}, got {line['result_code']}", line["result_code"] == expect_code)
-        expect(step, "no E bit in a CCA", not ans.header.is_error)
-        expect(step, "the P bit echoed", ans.header.is_proxyable)
-        expect(step, "Session-Id echoed", info["session_id"] == value_of(sent, AVP_SESSION_ID))
-        expect(step, "Auth-Application-Id 4", value_of(avps, AVP_AUTH_APPLICATION_ID) == APP_CC)
-        expect(step, "CC-Request-Type echoed", value_of(avps, AVP_CC_REQUEST_TYPE) == value_of(sent, AVP_CC_REQUEST_TYPE))
-        expect(
-            step,
-            "CC-Request-Number echoed",
-            info.get("cc_request_number") == value_of(sent, AVP_CC_REQUEST_NUMBER),
-        )
+        self.expect_cca(step, req, ans, expect_code)
         if self.server_host is None:
             self.server_host = value_of(avps, AVP_ORIGIN_HOST)
         return ans, line, msccs
@@ -374,25 +202,16 @@ class Client:
             avp(AVP_SUPPORTED_VENDOR_ID, VENDOR_TGPP),
             avp(AVP_AUTH_APPLICATION_ID, APP_CC),
         ]
-        ans, _ = self.conn.ask(request(CMD_CER, APP_COMMON, FLAG_R, avps, self.ids))
-        apps = [a.value for a in ans.avps if a.code == AVP_AUTH_APPLICATION_ID]
-        line = self.report("cer", ans, origin_host=_text(value_of(ans.avps, AVP_ORIGIN_HOST)), auth_application_ids=apps)
-        expect("cer", f"Result-Code 2001, got {line['result_code']}", line["result_code"] == 2001)
-        expect("cer", "Auth-Application-Id 4 advertised", APP_CC in apps)
-        if line["result_code"] != 2001:
-            raise ProtocolFailure("capabilities exchange failed")
+        self.exchange_capabilities(avps)
 
-    def dpr(self):
-        avps = [
-            avp(AVP_ORIGIN_HOST, ORIGIN_HOST.encode()),
-            avp(AVP_ORIGIN_REALM, ORIGIN_REALM.encode()),
-            avp(AVP_DISCONNECT_CAUSE, 0),  # REBOOTING: we may come back
-        ]
-        ans, _ = self.conn.ask(request(CMD_DPR, APP_COMMON, FLAG_R, avps, self.ids))
-        line = self.report("dpr", ans)
-        expect("dpr", f"Result-Code 2001, got {line['result_code']}", line["result_code"] == 2001)
-        # RFC 6733 §5.4: the receiver of the DPA closes the transport.
-        self.conn.close()
+    def flows(self):
+        self.scur()
+        ecur_sid, ecur_t, ecur_t_line = self.ecur()
+        self.iec()
+        self.check_balance()
+        self.unknown_user()
+        self.retransmit(ecur_t, ecur_t_line)
+        return {"ecur_session_id": ecur_sid}
 
     def scur(self):
         sid = self.session_id("scur")
@@ -540,10 +359,6 @@ def _same(a, b):
     return all(a.get(k) == b.get(k) for k in keys)
 
 
-def _text(v):
-    return v.decode("utf-8", "replace") if isinstance(v, (bytes, bytearray)) else v
-
-
 def mscc_for(msccs, rating_group):
     for m in msccs:
         if value_of(m.value, AVP_RATING_GROUP) == rating_group:
@@ -580,31 +395,7 @@ def describe_mscc(m):
 
 
 def main(argv):
-    if len(argv) != 3 or ":" not in argv[1]:
-        print("usage: ro_client.py HOST:PORT CCA_HEX_FILE", file=sys.stderr)
-        return 64
-    with open(argv[2], "w", encoding="ascii") as cca_file:
-        try:
-            c = Client(argv[1], cca_file)
-            c.cer()
-            c.scur()
-            ecur_sid, ecur_t, ecur_t_line = c.ecur()
-            c.iec()
-            c.check_balance()
-            c.unknown_user()
-            c.retransmit(ecur_t, ecur_t_line)
-            c.dpr()
-        except (ProtocolFailure, OSError) as e:
-            for f in _STEP_FAILURES:
-                print(f"FAIL {f}", file=sys.stderr)
-            print(f"FAIL transport: {e}", file=sys.stderr)
-            return 2
-    print(json.dumps({"step": "summary", "ccas": c.ccas, "ecur_session_id": ecur_sid, "failures": len(_STEP_FAILURES)}))
-    if _STEP_FAILURES:
-        for f in _STEP_FAILURES:
-            print(f"FAIL {f}", file=sys.stderr)
-        return 1
-    return 0
+    return run(argv, "ro_client.py HOST:PORT CCA_HEX_FILE", RoClient)
 
 
 if __name__ == "__main__":

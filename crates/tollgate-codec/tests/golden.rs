@@ -7,9 +7,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::{fixture_paths, flatten, load_fixture, parse_tshark, shared, value_matches};
-use tollgate_codec::describe::describe;
-use tollgate_codec::{AvpType, Dictionary, Limits, Message};
+use common::{
+    avps_read_as_tshark_reads_them, fixture_paths, load_fixture, shared, tshark_of, AvpComparison,
+};
+use tollgate_codec::{Dictionary, Limits, Message};
 
 #[test]
 fn fixtures_decode_like_wireshark_and_reencode_to_the_same_bytes() {
@@ -31,8 +32,7 @@ fn fixtures_decode_like_wireshark_and_reencode_to_the_same_bytes() {
             "{name}: re-encoding changed the bytes"
         );
 
-        let ts =
-            parse_tshark(&std::fs::read_to_string(hex_path.with_extension("tshark.txt")).unwrap());
+        let ts = tshark_of(&hex_path);
         let h = msg.header;
         assert_eq!(h.length, ts.length, "{name}: length");
         assert_eq!(h.flags.0, ts.flags, "{name}: flags");
@@ -41,30 +41,17 @@ fn fixtures_decode_like_wireshark_and_reencode_to_the_same_bytes() {
         assert_eq!(h.hop_by_hop, ts.hop_by_hop, "{name}: hop-by-hop");
         assert_eq!(h.end_to_end, ts.end_to_end, "{name}: end-to-end");
 
-        let mut ours = Vec::new();
-        flatten(&describe(dict, &msg), 0, &mut ours);
-        assert_eq!(ours.len(), ts.avps.len(), "{name}: number of AVPs");
-        for ((depth, o), t) in ours.iter().zip(&ts.avps) {
-            let at = format!("{name}: AVP {}({})", t.name, t.code);
-            assert_eq!(*depth, t.depth, "{at}: depth");
-            assert_eq!(o.code, t.code, "{at}: code");
-            assert_eq!(o.length, t.length, "{at}: length");
-            assert_eq!(o.flags.to_string(), t.flags, "{at}: flags");
-            match &o.name {
-                Some(n) => assert_eq!(n, &t.name, "{at}: name"),
-                None => assert_eq!(t.name, "Unknown", "{at}: we do not know this AVP"),
-            }
-            if o.avp_type == Some(AvpType::Grouped) {
-                assert!(t.value.is_none(), "{at}: Wireshark shows a value");
-            } else {
-                let tv = t.value.as_deref().unwrap_or("");
-                assert!(
-                    value_matches(o, tv),
-                    "{at}: ours {:?}, Wireshark {tv:?}",
-                    o.value
-                );
-            }
-        }
+        avps_read_as_tshark_reads_them(
+            &name,
+            dict,
+            &msg,
+            &ts,
+            &AvpComparison {
+                flags: true,
+                enumerated_names: false,
+                unknown_avp: "we do not know this AVP",
+            },
+        );
         checked += 1;
     }
     eprintln!("{checked} golden messages checked");

@@ -9,10 +9,10 @@
 mod common;
 
 use common::{
-    fixture_paths, flatten, load_fixture, parse_tshark, shared, value_matches, VALID_FIXTURES,
+    avps_read_as_tshark_reads_them, fixture_paths, load_fixture, shared, tshark_of, AvpComparison,
+    VALID_FIXTURES,
 };
 use std::path::Path;
-use tollgate_codec::describe::describe;
 use tollgate_codec::dictionary::FlagRule;
 use tollgate_codec::wireshark::RENAME_PREFIX;
 use tollgate_codec::{Avp, AvpCode, AvpType, Dictionary, Limits, Message, WiresharkDictionary};
@@ -38,8 +38,7 @@ fn reads_like_tshark(dict: &Dictionary, shared: &Path, wireshark_names: bool) ->
     for hex_path in fixture_paths(shared) {
         let name = hex_path.file_stem().unwrap().to_string_lossy().to_string();
         let msg = load_fixture(shared, &name);
-        let ts =
-            parse_tshark(&std::fs::read_to_string(hex_path.with_extension("tshark.txt")).unwrap());
+        let ts = tshark_of(&hex_path);
         let h = msg.header;
         if wireshark_names {
             assert_eq!(
@@ -60,34 +59,17 @@ fn reads_like_tshark(dict: &Dictionary, shared: &Path, wireshark_names: bool) ->
                 h.command.0
             );
         }
-        let mut ours = Vec::new();
-        flatten(&describe(dict, &msg), 0, &mut ours);
-        assert_eq!(ours.len(), ts.avps.len(), "{name}: number of AVPs");
-        for ((depth, o), t) in ours.iter().zip(&ts.avps) {
-            let at = format!("{name}: AVP {}({})", t.name, t.code);
-            assert_eq!(*depth, t.depth, "{at}: depth");
-            assert_eq!(o.code, t.code, "{at}: code");
-            assert_eq!(o.length, t.length, "{at}: length");
-            match &o.name {
-                Some(n) => assert_eq!(n, &t.name, "{at}: name"),
-                None => assert_eq!(t.name, "Unknown", "{at}: Wireshark knows this AVP"),
-            }
-            if o.avp_type == Some(AvpType::Grouped) {
-                assert!(t.value.is_none(), "{at}: Wireshark shows a value");
-                continue;
-            }
-            let tv = t.value.as_deref().unwrap_or("");
-            assert!(
-                value_matches(o, tv),
-                "{at}: ours {:?} ({:?}), Wireshark {tv:?}",
-                o.value,
-                o.avp_type
-            );
-            if wireshark_names && o.avp_type == Some(AvpType::Enumerated) {
-                assert_eq!(o.value, tv, "{at}: enumerated value");
-            }
-            avps += 1;
-        }
+        avps += avps_read_as_tshark_reads_them(
+            &name,
+            dict,
+            &msg,
+            &ts,
+            &AvpComparison {
+                flags: false,
+                enumerated_names: wireshark_names,
+                unknown_avp: "Wireshark knows this AVP",
+            },
+        );
     }
     avps
 }

@@ -1,14 +1,14 @@
 //! Shared by the test suites that read the third-party fixtures (`../shared/fixtures/`, see
-//! its README): where they are, Wireshark's (tshark 4.0) decode of each as text, and how one
-//! of our described values compares with the value Wireshark shows.
+//! its README): where they are, Wireshark's (tshark 4.0) decode of each as text, and how our
+//! description of a fixture's AVPs compares with the AVPs and values Wireshark shows.
 
 // Each test crate that includes this module uses part of it.
 #![allow(dead_code, clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
 use bytes::Bytes;
 use std::path::{Path, PathBuf};
-use tollgate_codec::describe::Described;
-use tollgate_codec::{AvpType, Message};
+use tollgate_codec::describe::{describe, Described};
+use tollgate_codec::{AvpType, Dictionary, Message};
 
 /// `shared/` sits beside the repository checkout (CI clones main with shared/ next to it).
 pub fn shared() -> Option<PathBuf> {
@@ -94,6 +94,11 @@ pub fn trailing_number(s: &str) -> Option<u64> {
 /// The text before a trailing ` (n)`.
 fn before_number(s: &str) -> String {
     s.rfind(" (").map_or(s, |i| &s[..i]).to_string()
+}
+
+/// Wireshark's decode of the fixture at `hex_path` (`NAME.hex`), from `NAME.tshark.txt`.
+pub fn tshark_of(hex_path: &Path) -> TsharkMessage {
+    parse_tshark(&std::fs::read_to_string(hex_path.with_extension("tshark.txt")).unwrap())
 }
 
 pub fn parse_tshark(text: &str) -> TsharkMessage {
@@ -187,4 +192,61 @@ pub fn value_matches(ours: &Described, theirs: &str) -> bool {
     }
     // Wireshark shows a string of NULs as empty.
     ours.value.trim_end_matches('\0') == theirs
+}
+
+/// What differs between the suites that compare our reading of a fixture with tshark's.
+pub struct AvpComparison {
+    /// Our AVP flags must print as Wireshark prints them (`V--`, `-M-`, ...).
+    pub flags: bool,
+    /// Enumerated values must carry Wireshark's names, not only its numbers: the dictionary
+    /// is Wireshark's own.
+    pub enumerated_names: bool,
+    /// Why an AVP the dictionary does not name must be one Wireshark shows as `Unknown`.
+    pub unknown_avp: &'static str,
+}
+
+/// Asserts that `dict` describes every AVP of fixture `name` as tshark's decode `ts` shows
+/// it: one for one in wire order, with the same depth, code, length and name, no value
+/// for a grouped AVP and a matching one (`value_matches`) for the others, plus what `compare`
+/// adds. Returns how many AVPs with a value were compared.
+pub fn avps_read_as_tshark_reads_them(
+    name: &str,
+    dict: &Dictionary,
+    msg: &Message,
+    ts: &TsharkMessage,
+    compare: &AvpComparison,
+) -> usize {
+    let mut ours = Vec::new();
+    flatten(&describe(dict, msg), 0, &mut ours);
+    assert_eq!(ours.len(), ts.avps.len(), "{name}: number of AVPs");
+    let mut valued = 0;
+    for ((depth, o), t) in ours.iter().zip(&ts.avps) {
+        let at = format!("{name}: AVP {}({})", t.name, t.code);
+        assert_eq!(*depth, t.depth, "{at}: depth");
+        assert_eq!(o.code, t.code, "{at}: code");
+        assert_eq!(o.length, t.length, "{at}: length");
+        if compare.flags {
+            assert_eq!(o.flags.to_string(), t.flags, "{at}: flags");
+        }
+        match &o.name {
+            Some(n) => assert_eq!(n, &t.name, "{at}: name"),
+            None => assert_eq!(t.name, "Unknown", "{at}: {}", compare.unknown_avp),
+        }
+        if o.avp_type == Some(AvpType::Grouped) {
+            assert!(t.value.is_none(), "{at}: Wireshark shows a value");
+            continue;
+        }
+        let tv = t.value.as_deref().unwrap_or("");
+        assert!(
+            value_matches(o, tv),
+            "{at}: ours {:?} ({:?}), Wireshark {tv:?}",
+            o.value,
+            o.avp_type
+        );
+        if compare.enumerated_names && o.avp_type == Some(AvpType::Enumerated) {
+            assert_eq!(o.value, tv, "{at}: enumerated value");
+        }
+        valued += 1;
+    }
+    valued
 }
