@@ -3,7 +3,7 @@
 //! entries. Each mutation is one transaction; top-ups and allowance grants are entries like any
 //! other money movement.
 
-use crate::ops::{AccountRow, ACCOUNT_COLS};
+use crate::ops::{account_from_row, AccountRow, ACCOUNT_COLS};
 use crate::store::{Database, Dialect};
 use crate::AdminError;
 use serde::Serialize;
@@ -221,7 +221,7 @@ pub async fn topup(
         .fetch_optional(&mut *conn)
         .await?
         .ok_or_else(|| AdminError::NotFound(format!("no account {id}")))?;
-        let a = AccountRow::from_row(&row)?;
+        let a = account_from_row(&row)?;
         let amount = tollgate_ocs::money::parse_decimal(amount_text, a.scale as u8)?;
         if amount == 0 {
             return Err(AdminError::Input("bad --amount: must not be zero".into()));
@@ -280,7 +280,7 @@ pub async fn show(db: &Database, id: &str, now: Timestamp) -> Result<Balance, Ad
     .fetch_optional(&db.pool)
     .await?
     .ok_or_else(|| AdminError::NotFound(format!("no account {id}")))?;
-    let a = AccountRow::from_row(&row)?;
+    let a = account_from_row(&row)?;
     Ok(balance_of(db, &a, now).await?)
 }
 
@@ -305,7 +305,7 @@ pub async fn list(db: &Database) -> Result<Vec<AccountSummary>, AdminError> {
         .await?;
     let mut out = Vec::new();
     for r in &rows {
-        let a = AccountRow::from_row(r)?;
+        let a = account_from_row(r)?;
         let mut subscriptions = Vec::new();
         for s in &subs {
             let acc: String = s.try_get("account_id")?;

@@ -20,9 +20,9 @@ mod ops;
 pub mod sql_ledger;
 pub mod store;
 
-pub use ops::{Op, OpOutcome};
 pub use sql_ledger::{BatchConfig, LedgerConfig, SqlLedger};
 pub use store::{Database, Dialect, PoolConfig};
+pub use tollgate_ocs::engine::{Op, OpOutcome};
 
 /// Connecting, migrating, or running SQL failed.
 #[derive(Debug, thiserror::Error)]

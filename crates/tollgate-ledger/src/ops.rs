@@ -6,168 +6,27 @@
 //! nodes on one database serialise on the row, never on a cached balance (DESIGN §5).
 
 use crate::store::Dialect;
-use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 use std::sync::atomic::{AtomicU64, Ordering};
+use tollgate_ocs::engine::*;
 use tollgate_ocs::tariff::GrantPlan;
 use tollgate_ocs::*;
 
-/// One queued mutation.
-#[derive(Debug, Clone)]
-pub enum Op {
-    Reserve(ReserveRequest),
-    Commit(CommitRequest),
-    Release(ReleaseRequest),
-    DirectDebit(DirectDebitRequest),
-    Refund(RefundRequest),
-}
+/// An account row as the engine decides on it.
+pub(crate) type AccountRow = Account;
 
-/// What a mutation answered; this is the JSON stored in `idempotency_keys.outcome`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub enum OpOutcome {
-    Reserve(ReserveOutcome),
-    Commit(CommitOutcome),
-    Release(Released),
-    DirectDebit(DirectDebitOutcome),
-    Refund(RefundOutcome),
-}
-
-impl Op {
-    /// Whether any text the stores key on holds U+0000: PostgreSQL's text type rejects it, and
-    /// SQLite's JSON functions (the batch's row sets) end the string there, so two different
-    /// sessions or subscribers could meet. Such an op is refused before it is queued.
-    pub(crate) fn has_nul(&self) -> bool {
-        fn service(s: &ServiceKey) -> &str {
-            &s.service_context
-        }
-        let key = self.key();
-        let mut texts = vec![key.origin_host.as_str(), key.session_id.as_str()];
-        match self {
-            Op::Reserve(r) => texts.extend([
-                r.subscriber.data.as_str(),
-                service(&r.service),
-                &r.session_ref,
-            ]),
-            Op::Commit(r) => texts.extend([service(&r.service), r.session_ref.as_str()]),
-            Op::Release(r) => {
-                texts.push(&r.session_ref);
-                texts.extend(r.service.as_ref().map(service));
-            }
-            Op::DirectDebit(r) => texts.extend([r.subscriber.data.as_str(), service(&r.service)]),
-            Op::Refund(r) => {
-                texts.push(&r.subscriber.data);
-                if let RefundAmount::Units { service: s, .. } = &r.amount {
-                    texts.push(service(s));
-                }
-            }
-        }
-        texts.iter().any(|t| t.contains('\0'))
-    }
-
-    pub fn key(&self) -> &RequestKey {
-        match self {
-            Op::Reserve(r) => &r.key,
-            Op::Commit(r) => &r.key,
-            Op::Release(r) => &r.key,
-            Op::DirectDebit(r) => &r.key,
-            Op::Refund(r) => &r.key,
-        }
-    }
-    pub(crate) fn name(&self) -> &'static str {
-        match self {
-            Op::Reserve(_) => "reserve",
-            Op::Commit(_) => "commit",
-            Op::Release(_) => "release",
-            Op::DirectDebit(_) => "direct_debit",
-            Op::Refund(_) => "refund",
-        }
-    }
-    /// The request content a retry must repeat. Expiry times and CDR payloads are left out: a
-    /// retransmission computes a later expiry and may re-encode its service data.
-    pub(crate) fn fingerprint(&self) -> String {
-        let v = match self {
-            Op::Reserve(r) => serde_json::json!([
-                "reserve",
-                r.subscriber,
-                r.service,
-                r.unit,
-                r.requested_units,
-                r.session_ref
-            ]),
-            Op::Commit(r) => serde_json::json!([
-                "commit",
-                r.session_ref,
-                r.service,
-                fingerprint_used(&r.used),
-                r.next.as_ref().map(|n| n.requested_units),
-                r.next.is_some(),
-                r.final_commit
-            ]),
-            Op::Release(r) => serde_json::json!(["release", r.session_ref, r.service]),
-            Op::DirectDebit(r) => {
-                serde_json::json!(["direct_debit", r.subscriber, r.service, r.unit, r.units])
-            }
-            Op::Refund(r) => serde_json::json!(["refund", r.subscriber, r.amount]),
-        };
-        v.to_string()
-    }
-    /// Subscriber whose account this op touches, if named directly.
-    pub(crate) fn subscriber(&self) -> Option<&SubscriptionId> {
-        match self {
-            Op::Reserve(r) => Some(&r.subscriber),
-            Op::DirectDebit(r) => Some(&r.subscriber),
-            Op::Refund(r) => Some(&r.subscriber),
-            _ => None,
-        }
-    }
-    /// Session whose reservations this op touches, if any.
-    pub(crate) fn session_ref(&self) -> Option<&str> {
-        match self {
-            Op::Commit(r) => Some(&r.session_ref),
-            Op::Release(r) => Some(&r.session_ref),
-            _ => None,
-        }
-    }
-}
-
-pub(crate) type OpResult = Result<OpOutcome, LedgerError>;
-
-pub(crate) fn to_i64(v: u64) -> Result<i64, LedgerError> {
-    i64::try_from(v).map_err(|_| LedgerError::InvalidRequest {
-        reason: "unit count beyond 2^63",
+/// An `accounts` row selected with [`ACCOUNT_COLS`].
+pub(crate) fn account_from_row(r: &AnyRow) -> Result<Account, sqlx::Error> {
+    Ok(Account {
+        id: r.try_get("id")?,
+        currency: r.try_get("currency")?,
+        scale: r.try_get("scale")?,
+        credit_limit: r.try_get("credit_limit")?,
+        status: r.try_get("status")?,
+        balance: r.try_get("balance")?,
+        reserved: r.try_get("reserved")?,
     })
-}
-pub(crate) fn to_u64(v: i64) -> u64 {
-    u64::try_from(v).unwrap_or(0)
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct AccountRow {
-    pub id: String,
-    pub currency: String,
-    pub scale: i64,
-    pub credit_limit: i64,
-    pub status: String,
-    pub balance: i64,
-    pub reserved: i64,
-}
-
-impl AccountRow {
-    pub(crate) fn available(&self) -> i64 {
-        self.balance - self.reserved + self.credit_limit
-    }
-    pub(crate) fn from_row(r: &AnyRow) -> Result<Self, sqlx::Error> {
-        Ok(AccountRow {
-            id: r.try_get("id")?,
-            currency: r.try_get("currency")?,
-            scale: r.try_get("scale")?,
-            credit_limit: r.try_get("credit_limit")?,
-            status: r.try_get("status")?,
-            balance: r.try_get("balance")?,
-            reserved: r.try_get("reserved")?,
-        })
-    }
 }
 
 pub(crate) const ACCOUNT_COLS: &str =
@@ -227,99 +86,6 @@ pub(crate) fn new_reservation_id() -> String {
         format!("r{:x}-{:x}", t, std::process::id())
     });
     format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-/// How posting `used` units resolves a reservation. Overdraft policy (docs/ledger.md): allowance
-/// units first, the rest rated at the reservation's price and charged as far as the credit floor
-/// (balance − reserved ≥ −credit_limit, with this reservation's pending amount released) allows;
-/// what the floor refuses is `unbilled` on the post entry. One definition for every backend.
-pub(crate) struct PostPlan {
-    pub used: i64,
-    pub from_allowance: i64,
-    pub charged: i64,
-    pub unbilled: i64,
-}
-
-pub(crate) fn plan_post(
-    used: u64,
-    allowance_units: i64,
-    price: Price,
-    pending_amount: i64,
-    available: i64,
-) -> Result<PostPlan, LedgerError> {
-    let used = to_i64(used)?;
-    let from_allowance = used.min(allowance_units);
-    let Some(rated) = price.amount_for((used - from_allowance) as u64) else {
-        return Err(LedgerError::InvalidRequest {
-            reason: "charge overflows",
-        });
-    };
-    let charged = rated.0.min((available + pending_amount).max(0));
-    Ok(PostPlan {
-        used,
-        from_allowance,
-        charged,
-        unbilled: rated.0 - charged,
-    })
-}
-
-/// IEC (direct debit): allowance units first, the rest at the tariff's price, all or nothing
-/// (RFC 4006 §6.3: no partial debit). Returns the allowance units used and the money charged.
-pub(crate) fn plan_direct_debit(
-    units: i64,
-    allowance_free: Option<i64>,
-    price: Price,
-    available: i64,
-) -> Result<(i64, Money), Refusal> {
-    let from_allowance = allowance_free.map(|f| f.min(units)).unwrap_or(0);
-    let amount = price
-        .amount_for((units - from_allowance) as u64)
-        .ok_or(Refusal::CreditLimitReached)?;
-    if amount.0 > available {
-        return Err(Refusal::CreditLimitReached);
-    }
-    Ok((from_allowance, amount))
-}
-
-/// REFUND_ACCOUNT: the money to give back, as given or as `units` at the tariff's price
-/// (`tariff_price`: the caller looks the tariff up for a unit refund; None = there is none).
-/// A refusal is an outcome (stored); a request error is not.
-pub(crate) fn refund_amount(
-    amount: &RefundAmount,
-    tariff_price: Option<Price>,
-) -> Result<Result<Money, Refusal>, LedgerError> {
-    let amount = match amount {
-        RefundAmount::Money(m) => *m,
-        RefundAmount::Units { units, .. } => {
-            let Some(price) = tariff_price else {
-                return Ok(Err(Refusal::NoTariff));
-            };
-            price
-                .amount_for(*units)
-                .ok_or(LedgerError::InvalidRequest {
-                    reason: "refund overflows",
-                })?
-        }
-    };
-    if amount.0 <= 0 {
-        return Err(LedgerError::InvalidRequest {
-            reason: "refund amount must be positive",
-        });
-    }
-    Ok(Ok(amount))
-}
-
-/// The request errors a commit is refused with before anything is looked up.
-pub(crate) fn check_commit(r: &CommitRequest) -> Result<(), LedgerError> {
-    if r.final_commit && r.next.is_some() {
-        return Err(LedgerError::InvalidRequest {
-            reason: "a final commit cannot open a next reservation",
-        });
-    }
-    if let Some(n) = r.next.as_ref().and_then(|n| n.requested_units) {
-        to_i64(n)?;
-    }
-    Ok(())
 }
 
 /// Executes operations on one connection inside an open transaction.
@@ -389,7 +155,7 @@ impl Exec<'_> {
             .bind(&sub.data)
             .fetch_optional(&mut *self.conn)
             .await?;
-        row.as_ref().map(AccountRow::from_row).transpose()
+        row.as_ref().map(account_from_row).transpose()
     }
 
     async fn account_by_id(&mut self, id: &str) -> Result<Option<AccountRow>, sqlx::Error> {
@@ -401,7 +167,7 @@ impl Exec<'_> {
             .bind(id)
             .fetch_optional(&mut *self.conn)
             .await?;
-        row.as_ref().map(AccountRow::from_row).transpose()
+        row.as_ref().map(account_from_row).transpose()
     }
 
     /// Tariff lookup: the most specific context with an applicable tariff
@@ -991,7 +757,10 @@ impl Exec<'_> {
             return refused(Refusal::NoTariff);
         };
         let allowance = self.allowance(&account.id, r.unit).await?;
-        let (from_allowance, amount) = match plan_direct_debit(
+        let DirectDebitPlan {
+            from_allowance,
+            amount,
+        } = match plan_direct_debit(
             units,
             allowance.map(|(_, f)| f),
             tariff.price,
@@ -1076,17 +845,5 @@ impl Exec<'_> {
             Ok(OpOutcome::Refund(RefundOutcome::Refunded { amount })),
             Some(account.id),
         ))
-    }
-}
-
-/// A commit's usage as its fingerprint holds it: a report in one unit type is the bare amount,
-/// as fingerprints held it before reports could name several units, so a retransmission
-/// across the upgrade still matches its stored request.
-pub(crate) fn fingerprint_used(used: &UsedUnits) -> serde_json::Value {
-    let mut reported = used.reported();
-    match (reported.next(), reported.next()) {
-        (None, _) => serde_json::json!(0),
-        (Some(unit), None) => serde_json::json!(used.charged_in(unit)),
-        _ => serde_json::json!(used),
     }
 }

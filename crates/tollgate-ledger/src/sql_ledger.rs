@@ -4,7 +4,7 @@
 //! which has one writer anyway). A worker takes the first queued op, keeps collecting until
 //! `max_batch` ops or `max_wait_us` have passed, then applies the whole batch in ONE
 //! transaction, in arrival order, commits once, and only then answers every caller: durable
-//! before answered. The batch (`batch.rs`, both stores) locks every account it will touch in
+//! before answered. The batch (`batch/`, both stores) locks every account it will touch in
 //! id order, reads what its ops need, decides them in memory and writes its rows set-based;
 //! the naive baseline runs `ops.rs` statement by statement, one transaction per op.
 //!
@@ -23,7 +23,7 @@
 //! Nothing of a failed transaction stays, and every op is idempotent on its key, so a client
 //! retry after a Store error is safe.
 
-use crate::ops::{AccountRow, Exec, Op, OpOutcome, OpResult, ACCOUNT_COLS};
+use crate::ops::{account_from_row, Exec, ACCOUNT_COLS};
 use crate::store::{begin_transaction, end_transaction, Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
@@ -33,6 +33,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tollgate_ocs::engine::{Op, OpOutcome, OpResult};
 use tollgate_ocs::*;
 
 /// Group-commit limits (DESIGN §2.9: every limit is a named field with a default).
@@ -94,7 +95,7 @@ struct Inner {
 }
 
 impl Inner {
-    /// One attempt at a batch: `batch.rs` (a fixed number of statements whatever the batch's
+    /// One attempt at a batch: `batch/` (a fixed number of statements whatever the batch's
     /// size), or `ops.rs` statement by statement for the naive baseline.
     async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
         if !self.cfg.naive_one_tx_per_op {
@@ -519,7 +520,7 @@ impl Ledger for SqlLedger {
         let Some(row) = row else {
             return Err(LedgerError::UnknownSubscriber);
         };
-        let a = AccountRow::from_row(&row).map_err(store_err)?;
+        let a = account_from_row(&row).map_err(store_err)?;
         crate::admin::balance_of(db, &a, self.inner.clock.now())
             .await
             .map_err(store_err)

@@ -6,13 +6,16 @@
 //! [`tariff`] service keys, prices and rating (quantum, minimum grant); [`clock`] the `Clock`
 //! trait (time is an input, DESIGN §2.7); [`ledger`] the `Ledger` trait with its request and
 //! outcome types (the two-phase model of DESIGN §3); [`error`] the crate's error enum, each
-//! variant knowing the Result-Code it becomes (DESIGN §2.5).
+//! variant knowing the Result-Code it becomes (DESIGN §2.5); [`engine`] every money decision
+//! of the ledger (reserve, post, release, direct debit, refund, with idempotency), applied to
+//! a snapshot the store loads and returning the rows it writes.
 //!
 //! No SQL and no Diameter live here: `tollgate-ledger` implements [`Ledger`] on databases and
 //! `tollgate-cc` maps CCRs onto it.
 #![forbid(unsafe_code)]
 
 pub mod clock;
+pub mod engine;
 pub mod error;
 pub mod ledger;
 pub mod money;
