@@ -3,7 +3,7 @@
 //! entries. Each mutation is one transaction; top-ups and allowance grants are entries like any
 //! other money movement.
 
-use crate::ops::{account_from_row, AccountRow, ACCOUNT_COLS};
+use crate::rows::{account_from_row, AccountRow, ACCOUNT_COLS};
 use crate::store::{Database, Dialect};
 use crate::AdminError;
 use serde::Serialize;

@@ -3,11 +3,11 @@
 //! `ledger verify`.
 //!
 //! Layout: [`store`] connects (`postgres://…` / `sqlite://…`, one `sqlx::AnyPool`) and migrates
-//! (`migrations/{postgres,sqlite}`); `ops` applies one operation inside a transaction
-//! (idempotency record, reservation, entries, cached sums, charging record) statement by
-//! statement, for the naive one-transaction-per-op baseline; `batch` applies a whole batch on
-//! either store (lock, read, decide in memory with the same semantics, write every kind of row
-//! in one set-based statement); [`sql_ledger`]
+//! (`migrations/{postgres,sqlite}`); `batch` applies a batch of operations on either store:
+//! lock its accounts, load the snapshot the money engine (`tollgate_ocs::engine`) decides on,
+//! write the rows it decided (idempotency records, reservations, entries, cached sums,
+//! charging records) set-based; the naive one-transaction-per-op baseline is a batch of one;
+//! `rows` the rows read in several places; [`sql_ledger`]
 //! is the group-commit batcher and the `Ledger` impl; [`admin`] holds account/tariff
 //! provisioning and `verify`; [`cli`] the clap subcommands the root binary mounts. The schema
 //! and its invariants are documented for auditors in docs/ledger.md.
@@ -16,7 +16,7 @@
 pub mod admin;
 mod batch;
 pub mod cli;
-mod ops;
+mod rows;
 pub mod sql_ledger;
 pub mod store;
 

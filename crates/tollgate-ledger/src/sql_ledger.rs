@@ -5,8 +5,9 @@
 //! `max_batch` ops or `max_wait_us` have passed, then applies the whole batch in ONE
 //! transaction, in arrival order, commits once, and only then answers every caller: durable
 //! before answered. The batch (`batch/`, both stores) locks every account it will touch in
-//! id order, reads what its ops need, decides them in memory and writes its rows set-based;
-//! the naive baseline runs `ops.rs` statement by statement, one transaction per op.
+//! id order, reads what its ops need, decides them with the money engine
+//! (`tollgate_ocs::engine`) and writes its rows set-based; the naive baseline is the same
+//! engine with a batch of one, one transaction per op on the caller's task.
 //!
 //! Sharding: ops are routed to a worker by their account (hash of the Subscription-Id; a commit
 //! or release, which names only its session, goes where the session's reserve went, else by a
@@ -23,17 +24,16 @@
 //! Nothing of a failed transaction stays, and every op is idempotent on its key, so a client
 //! retry after a Store error is safe.
 
-use crate::ops::{account_from_row, Exec, ACCOUNT_COLS};
+use crate::rows::{account_from_row, ACCOUNT_COLS};
 use crate::store::{begin_transaction, end_transaction, Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
-use sqlx::{Executor, Row};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tollgate_ocs::engine::{Op, OpOutcome, OpResult};
+use tollgate_ocs::engine::{choose_tariff, Engine, Op, OpOutcome, OpResult};
 use tollgate_ocs::*;
 
 /// Group-commit limits (DESIGN §2.9: every limit is a named field with a default).
@@ -73,9 +73,9 @@ impl Default for BatchConfig {
 pub struct LedgerConfig {
     pub pool: PoolConfig,
     pub batch: BatchConfig,
-    /// `true` runs every op in its own transaction on the caller's task, statement by statement
-    /// (`ops.rs`): the naive path, kept as the benchmark baseline and as the reference the
-    /// batch engine is tested against (tests/batch.rs).
+    /// `true` runs every op in its own transaction on the caller's task (the engine with a
+    /// batch of one): the naive path, kept as the benchmark baseline and as the one-at-a-time
+    /// run the batched one is tested against (tests/batch.rs).
     pub naive_one_tx_per_op: bool,
     /// Most reservations one `expire` transaction resolves (it loops until none are left).
     pub expire_chunk: u32,
@@ -95,14 +95,10 @@ struct Inner {
 }
 
 impl Inner {
-    /// One attempt at a batch: `batch/` (a fixed number of statements whatever the batch's
-    /// size), or `ops.rs` statement by statement for the naive baseline.
+    /// One attempt at a batch (`batch/`: a fixed number of statements whatever its size; the
+    /// naive baseline calls it with one op).
     async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
-        if !self.cfg.naive_one_tx_per_op {
-            crate::batch::run_batch(&self.db, now, ops).await
-        } else {
-            run_batch(&self.db, now, ops).await
-        }
+        crate::batch::run_batch(&self.db, now, ops).await
     }
 }
 
@@ -378,35 +374,6 @@ async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
     }
 }
 
-/// The naive baseline's transaction (`naive_one_tx_per_op`: one op per call): lock its
-/// accounts (PostgreSQL, in id order, as every batch does), apply the op statement by statement
-/// (`ops.rs`), commit.
-pub(crate) async fn run_batch(
-    db: &Database,
-    now: Timestamp,
-    ops: &[Op],
-) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = begin_transaction(db).await?;
-    let result: Result<Vec<OpResult>, sqlx::Error> = async {
-        if db.dialect == Dialect::Postgres {
-            let keys = crate::batch::BatchKeys::of(ops);
-            crate::batch::lock_accounts(&mut conn, db.dialect, &keys).await?;
-        }
-        let mut ex = Exec {
-            conn: &mut conn,
-            dialect: db.dialect,
-            now,
-        };
-        let mut out = Vec::with_capacity(ops.len());
-        for op in ops {
-            out.push(ex.apply(op).await?);
-        }
-        Ok(out)
-    }
-    .await;
-    end_transaction(conn, result).await
-}
-
 fn store_err(e: sqlx::Error) -> LedgerError {
     LedgerError::Store {
         message: e.to_string(),
@@ -462,47 +429,35 @@ impl Ledger for SqlLedger {
     async fn expire(&self, now: Timestamp) -> Result<ExpireReport, LedgerError> {
         let db = &self.inner.db;
         let mut report = ExpireReport::default();
+        let chunk = self.inner.cfg.expire_chunk as i64;
         loop {
             let mut conn = begin_transaction(db).await.map_err(store_err)?;
-            let chunk = self.inner.cfg.expire_chunk as i64;
-            let r: Result<usize, sqlx::Error> = async {
-                let ids: Vec<String> = sqlx::query("SELECT id FROM reservations WHERE status = 'open' AND expires_at_ms <= $1 ORDER BY id LIMIT $2")
-                    .bind(now.0)
-                    .bind(chunk)
-                    .fetch_all(&mut *conn)
-                    .await?
-                    .iter()
-                    .map(|r| r.try_get::<String, _>("id"))
-                    .collect::<Result<_, _>>()?;
-                if db.dialect == Dialect::Postgres && !ids.is_empty() {
-                    sqlx::query("SELECT a.id FROM accounts a WHERE a.id IN (SELECT account_id FROM reservations WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))) ORDER BY a.id FOR UPDATE")
-                        .bind(serde_json::json!(ids).to_string())
-                        .fetch_all(&mut *conn)
-                        .await?;
-                }
-                let mut ex = Exec { conn: &mut conn, dialect: db.dialect, now };
+            let result: Result<(usize, ExpireReport), sqlx::Error> = async {
+                let snapshot =
+                    crate::batch::load_expired(&mut conn, db.dialect, now, chunk).await?;
+                let found = snapshot.open.len();
+                let ids: Vec<String> = snapshot.open.iter().map(|r| r.id.clone()).collect();
+                let mut reservation_ids = crate::batch::ProcessReservationIds;
+                let mut engine = Engine::new(now, snapshot, &mut reservation_ids);
+                let mut chunk_report = ExpireReport::default();
                 for id in &ids {
-                    // Re-checked under the lock: a commit may have won the race.
-                    if let Some((amount, units)) = ex.unwind(id, "expire", None).await? {
-                        report.expired += 1;
-                        report.amount.0 += amount;
-                        report.units += u64::try_from(units).unwrap_or(0);
+                    if let Some(hold) = engine.expire(id).map_err(crate::batch::engine_error)? {
+                        chunk_report.expired += 1;
+                        chunk_report.amount.0 += hold.amount.0;
+                        chunk_report.units += hold.allowance_units;
                     }
                 }
-                Ok(ids.len())
+                let effects = engine.into_effects().map_err(crate::batch::engine_error)?;
+                crate::batch::write(&mut conn, db.dialect, &effects).await?;
+                Ok((found, chunk_report))
             }
             .await;
-            match r {
-                Ok(n) => {
-                    conn.execute("COMMIT").await.map_err(store_err)?;
-                    if (n as i64) < chunk {
-                        return Ok(report);
-                    }
-                }
-                Err(e) => {
-                    let _ = conn.execute("ROLLBACK").await;
-                    return Err(store_err(e));
-                }
+            let (found, chunk_report) = end_transaction(conn, result).await.map_err(store_err)?;
+            report.expired += chunk_report.expired;
+            report.amount.0 += chunk_report.amount.0;
+            report.units += chunk_report.units;
+            if (found as i64) < chunk {
+                return Ok(report);
             }
         }
     }
@@ -534,16 +489,10 @@ impl Ledger for SqlLedger {
     ) -> Result<Quote, LedgerError> {
         let db = &self.inner.db;
         let mut conn = db.pool.acquire().await.map_err(store_err)?;
-        let mut ex = Exec {
-            conn: &mut conn,
-            dialect: db.dialect,
-            now: self.inner.clock.now(),
-        };
-        let t = ex
-            .tariff_any(service, unit)
+        let tariffs = crate::batch::tariffs_for(&mut conn, service)
             .await
-            .map_err(store_err)?
-            .ok_or(LedgerError::NoTariff)?;
+            .map_err(store_err)?;
+        let t = choose_tariff(&tariffs, service, unit, None).ok_or(LedgerError::NoTariff)?;
         let scale = crate::admin::currency_scale(&t.currency);
         let amount = t
             .price

@@ -61,13 +61,6 @@ impl Dialect {
             Dialect::Sqlite => "BEGIN IMMEDIATE",
         }
     }
-    /// Cast a text parameter to the JSON column type.
-    pub(crate) fn json_param(self, n: usize) -> String {
-        match self {
-            Dialect::Postgres => format!("${n}::jsonb"),
-            Dialect::Sqlite => format!("${n}"),
-        }
-    }
 }
 
 /// A pooled connection idle at least this long is pinged before a batch uses it.

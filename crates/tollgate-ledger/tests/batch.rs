@@ -2,8 +2,9 @@
 //! one at a time. The script below is sent twice per backend: once through the naive path
 //! (one transaction per operation, each awaited before the next is sent) and once queued all
 //! at once to a single batch worker that waits long enough to take them in one batch. The
-//! batch is decided in memory by batch.rs and written set-based (one statement on PostgreSQL,
-//! one per table on SQLite), so this holds it to ops.rs op by op: a reservation opened and
+//! batch is decided in memory by the money engine and written set-based (one statement on
+//! PostgreSQL, one per table on SQLite), so this holds one batch of many to batches of one,
+//! where every operation sees the rows the previous ones committed: a reservation opened and
 //! posted in the same batch, a retransmission and a changed duplicate of a request earlier in
 //! the batch, an allowance and a balance drawn on twice, a release followed by a new reserve of
 //! the same session.
@@ -295,7 +296,7 @@ async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
         }
     }
     // The batch never failed and fell back to one transaction per op: the test would then
-    // compare one-op batches with ops.rs, not one batch of many.
+    // compare batches of one with batches of one, not one batch of many.
     assert_eq!(ledger.split_batches(), 0);
     if batched && db.dialect == Dialect::Postgres {
         // And, from the database's side, one transaction wrote every row.

@@ -482,8 +482,8 @@ async fn account(
 }
 
 /// Edges the main suite does not reach. Same assertions on both backends, whose batches are
-/// decided by batch.rs and written set-based in each store's SQL (tests/batch.rs holds that
-/// engine to ops.rs, the statement-by-statement baseline).
+/// decided by the money engine and written set-based in each store's SQL (tests/batch.rs holds
+/// one batch of many to batches of one).
 async fn edges(test_db: TestDb) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
     let ledger = SqlLedger::connect(&test_db.url, LedgerConfig::default(), clock.clone())

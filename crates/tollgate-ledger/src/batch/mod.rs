@@ -11,8 +11,8 @@
 //!    opened a reservation meanwhile), it is locked too and the reads repeat.
 //! 3. **Apply** the ops in arrival order to that snapshot with the money engine
 //!    (`tollgate_ocs::engine`, no SQL), which returns every row to write. The naive
-//!    one-transaction-per-op baseline (`ops.rs`) still runs its own statements; the
-//!    conformance and batch tests hold both to the same answers and rows.
+//!    one-transaction-per-op baseline is the same path with a batch of one; the batch test
+//!    holds the two to the same answers and rows.
 //! 4. **Write** everything set-based from JSON arrays (`write.rs`): reservations, ledger entries (in op
 //!    order), cached account and allowance sums, charging records, idempotency rows; on
 //!    PostgreSQL in ONE statement of data-modifying CTEs, on SQLite (which has none) in one
@@ -29,9 +29,10 @@
 mod read;
 mod write;
 
-pub(crate) use read::{lock_accounts, BatchKeys};
+pub(crate) use read::{load_expired, tariffs_for};
+pub(crate) use write::write;
 
-use crate::ops::new_reservation_id;
+use crate::rows::new_reservation_id;
 use crate::store::{begin_transaction, end_transaction, Database, Dialect};
 use serde::Serialize;
 use sqlx::AnyConnection;
@@ -49,9 +50,9 @@ pub(crate) async fn run_batch(
     end_transaction(conn, result).await
 }
 
-/// Reservation ids of this process (`ops::new_reservation_id`): unique across processes and
+/// Reservation ids of this process (`rows::new_reservation_id`): unique across processes and
 /// restarts, named before the rows are inserted.
-struct ProcessReservationIds;
+pub(crate) struct ProcessReservationIds;
 
 impl ReservationIds for ProcessReservationIds {
     fn next_id(&mut self) -> String {
@@ -78,7 +79,7 @@ async fn apply_and_write(
 }
 
 /// The engine found the snapshot inconsistent: the transaction must roll back.
-fn engine_error(e: EngineError) -> sqlx::Error {
+pub(crate) fn engine_error(e: EngineError) -> sqlx::Error {
     protocol(e.to_string())
 }
 

@@ -2,7 +2,7 @@
 //! engine's [`Snapshot`] in one statement per dialect (see the module doc of `batch`).
 
 use super::protocol;
-use crate::ops::{account_from_row, AccountRow, ACCOUNT_COLS};
+use crate::rows::{account_from_row, AccountRow, ACCOUNT_COLS};
 use crate::store::Dialect;
 use serde::Deserialize;
 use serde_json::json;
@@ -383,4 +383,141 @@ impl BatchRead {
         read.open.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(read)
     }
+}
+
+/// The tariffs that may price a service (every candidate context of
+/// `ServiceKey::tariff_contexts`), in id order, for [`choose_tariff`].
+pub(crate) async fn tariffs_for(
+    conn: &mut AnyConnection,
+    service: &ServiceKey,
+) -> Result<Vec<TariffEntry>, sqlx::Error> {
+    let contexts: Vec<&str> = service.tariff_contexts().collect();
+    let placeholders: Vec<String> = (1..=contexts.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT service_context, rating_group, service_id, unit, currency, price_minor, \
+         price_per_units, quantum, min_grant FROM tariffs WHERE service_context IN ({}) ORDER BY id",
+        placeholders.join(", ")
+    );
+    let mut q = sqlx::query(&sql);
+    for c in &contexts {
+        q = q.bind(*c);
+    }
+    q.fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|r| {
+            let unit: String = r.try_get("unit")?;
+            Ok(TariffEntry {
+                service_context: r.try_get("service_context")?,
+                rating_group: r.try_get("rating_group")?,
+                service_id: r.try_get("service_id")?,
+                unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                currency: r.try_get("currency")?,
+                price: Price {
+                    minor: r.try_get("price_minor")?,
+                    per_units: r.try_get("price_per_units")?,
+                },
+                quantum: r.try_get("quantum")?,
+                min_grant: r.try_get("min_grant")?,
+            })
+        })
+        .collect()
+}
+
+const OPEN_RES_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_context, \
+    r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, r.pending_amount, \
+    r.price_minor, r.price_per_units, r.session_used, r.session_charged";
+
+fn open_reservation_from_row(r: &AnyRow) -> Result<OpenReservation, sqlx::Error> {
+    let unit: String = r.try_get("unit")?;
+    let id32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+    Ok(OpenReservation {
+        id: r.try_get("id")?,
+        account_id: r.try_get("account_id")?,
+        session_ref: r.try_get("session_ref")?,
+        service: ServiceKey {
+            service_context: r.try_get("service_context")?,
+            rating_group: id32(r.try_get("rating_group")?),
+            service_id: id32(r.try_get("service_id")?),
+        },
+        unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        allowance_id: r.try_get("allowance_id")?,
+        allowance_units: r.try_get("allowance_units")?,
+        pending_amount: r.try_get("pending_amount")?,
+        price: Price {
+            minor: r.try_get("price_minor")?,
+            per_units: r.try_get("price_per_units")?,
+        },
+        session_totals: SessionTotals {
+            used: r.try_get("session_used")?,
+            charged: r.try_get("session_charged")?,
+        },
+        new: false,
+    })
+}
+
+/// Up to `chunk` reservations open past their expiry, with their accounts locked (in id
+/// order, as every batch locks) and re-read under the locks, so one a commit resolved
+/// meanwhile is not in the snapshot: the sweeper's snapshot for [`Engine::expire`].
+pub(crate) async fn load_expired(
+    conn: &mut AnyConnection,
+    dialect: Dialect,
+    now: Timestamp,
+    chunk: i64,
+) -> Result<Snapshot, sqlx::Error> {
+    let ids: Vec<String> = sqlx::query(
+        "SELECT id FROM reservations WHERE status = 'open' AND expires_at_ms <= $1 \
+         ORDER BY id LIMIT $2",
+    )
+    .bind(now.0)
+    .bind(chunk)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| r.try_get::<String, _>("id"))
+    .collect::<Result<_, _>>()?;
+    let mut snapshot = Snapshot::default();
+    if ids.is_empty() {
+        return Ok(snapshot);
+    }
+    let ids = json!(ids).to_string();
+    let (lock_sql, res_sql) = match dialect {
+        Dialect::Postgres => (
+            format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN (SELECT account_id FROM \
+                 reservations WHERE id IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB)))) \
+                 ORDER BY a.id FOR UPDATE"
+            ),
+            format!(
+                "SELECT {OPEN_RES_COLS} FROM reservations r WHERE r.status = 'open' AND r.id IN \
+                 (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) ORDER BY r.id"
+            ),
+        ),
+        Dialect::Sqlite => (
+            format!(
+                "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN (SELECT account_id FROM \
+                 reservations WHERE id IN (SELECT value FROM json_each($1))) ORDER BY a.id"
+            ),
+            format!(
+                "SELECT {OPEN_RES_COLS} FROM reservations r WHERE r.status = 'open' AND r.id IN \
+                 (SELECT value FROM json_each($1)) ORDER BY r.id"
+            ),
+        ),
+    };
+    for row in sqlx::query(&lock_sql)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let a = account_from_row(&row)?;
+        snapshot.accounts.insert(a.id.clone(), a);
+    }
+    for row in sqlx::query(&res_sql)
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        snapshot.open.push(open_reservation_from_row(&row)?);
+    }
+    Ok(snapshot)
 }

@@ -10,7 +10,7 @@ use tollgate_ocs::engine::Effects;
 /// Step 4: every row of the batch in one statement. Updates of rows read under the locks
 /// must each hit exactly one row; anything else means the locks did not hold what the
 /// batch read, and the transaction is rolled back.
-pub(super) async fn write(
+pub(crate) async fn write(
     conn: &mut AnyConnection,
     dialect: Dialect,
     fx: &Effects,

@@ -80,6 +80,49 @@ impl ReservationIds for CountingIds {
     }
 }
 
+/// What an expiry gave back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiredHold {
+    pub amount: Money,
+    pub allowance_units: u64,
+}
+
+/// The tariff that prices `service` in `unit`: the most specific context with an applicable
+/// tariff (`ServiceKey::tariff_contexts`), then a Service-Identifier tariff before a
+/// Rating-Group one before the context-wide one; ties go to the first in `tariffs` (id
+/// order). `currency`: the account's (a tariff in another currency does not apply), or `None`
+/// for a price enquiry without a subscriber.
+pub fn choose_tariff(
+    tariffs: &[TariffEntry],
+    service: &ServiceKey,
+    unit: UnitType,
+    currency: Option<&str>,
+) -> Option<Tariff> {
+    let sid = service.service_id.map(i64::from);
+    let rg = service.rating_group.map(i64::from);
+    let contexts: Vec<&str> = service.tariff_contexts().collect();
+    tariffs
+        .iter()
+        .filter_map(|t| {
+            let rank = contexts.iter().position(|c| *c == t.service_context)?;
+            (t.unit == unit && currency.is_none_or(|c| t.currency == c)).then_some((rank, t))
+        })
+        .filter(|(_, t)| {
+            (t.service_id.is_some() && t.service_id == sid)
+                || (t.service_id.is_none() && t.rating_group.is_some() && t.rating_group == rg)
+                || (t.service_id.is_none() && t.rating_group.is_none())
+        })
+        .min_by_key(|(rank, t)| (*rank, t.service_id.is_none(), t.rating_group.is_none()))
+        .map(|(_, t)| Tariff {
+            service: service.clone(),
+            unit,
+            currency: t.currency.clone(),
+            price: t.price,
+            quantum: to_u64(t.quantum),
+            min_grant: to_u64(t.min_grant),
+        })
+}
+
 /// An allowance to draw on, with its units not yet held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct AllowanceDraw {
@@ -266,33 +309,42 @@ impl<'i> Engine<'i> {
             .ok_or_else(|| EngineError::AccountNotLoaded(id.to_string()))
     }
 
-    /// The most specific context with an applicable tariff (`ServiceKey::tariff_contexts`),
-    /// then a Service-Identifier tariff before a Rating-Group one before the context-wide one.
-    pub fn tariff(&self, service: &ServiceKey, unit: UnitType, currency: &str) -> Option<Tariff> {
-        let sid = service.service_id.map(i64::from);
-        let rg = service.rating_group.map(i64::from);
-        let contexts: Vec<&str> = service.tariff_contexts().collect();
-        self.state
-            .tariffs
+    /// The tariff for `service` in the account's currency ([`choose_tariff`]).
+    fn tariff(&self, service: &ServiceKey, unit: UnitType, currency: &str) -> Option<Tariff> {
+        choose_tariff(&self.state.tariffs, service, unit, Some(currency))
+    }
+
+    /// Expires an open reservation the client abandoned (no CCR-U/T before Tcc, RFC 4006
+    /// §5.6.2): the hold returns, nothing is charged, no charging record is written. `None`
+    /// when the snapshot holds no such open reservation (a commit won the race).
+    pub fn expire(&mut self, reservation_id: &str) -> Result<Option<ExpiredHold>, EngineError> {
+        let Some(res) = self
+            .state
+            .open
             .iter()
-            .filter_map(|t| {
-                let rank = contexts.iter().position(|c| *c == t.service_context)?;
-                (t.unit == unit && t.currency == currency).then_some((rank, t))
-            })
-            .filter(|(_, t)| {
-                (t.service_id.is_some() && t.service_id == sid)
-                    || (t.service_id.is_none() && t.rating_group.is_some() && t.rating_group == rg)
-                    || (t.service_id.is_none() && t.rating_group.is_none())
-            })
-            .min_by_key(|(rank, t)| (*rank, t.service_id.is_none(), t.rating_group.is_none()))
-            .map(|(_, t)| Tariff {
-                service: service.clone(),
-                unit,
-                currency: t.currency.clone(),
-                price: t.price,
-                quantum: to_u64(t.quantum),
-                min_grant: to_u64(t.min_grant),
-            })
+            .find(|r| r.id == reservation_id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        self.entry(EntrySpec {
+            account: &res.account_id,
+            kind: "expire",
+            amount: 0,
+            pending_delta: -res.pending_amount,
+            allowance_id: res.allowance_id,
+            units: 0,
+            pending_units: -res.allowance_units,
+            reservation_id: Some(&res.id),
+            used_units: None,
+            unbilled: 0,
+            key: None,
+        })?;
+        self.resolve(&res.id, "expired", 0, 0);
+        Ok(Some(ExpiredHold {
+            amount: Money(res.pending_amount),
+            allowance_units: to_u64(res.allowance_units),
+        }))
     }
 
     /// The allowance to draw on first: valid now, same unit, units left; soonest to lapse first.
