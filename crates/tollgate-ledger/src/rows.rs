@@ -26,7 +26,8 @@ pub(crate) const ACCOUNT_COLS: &str =
     "a.id, a.currency, CAST(a.scale AS BIGINT) AS scale, a.credit_limit, a.status, a.balance, a.reserved";
 
 /// Reservation ids are generated here, not by the database, so a batch can name them before
-/// insert; unique per process start (time-based prefix) plus a counter.
+/// insert; unique per process start (time-based prefix) plus a counter, fixed-width so that
+/// one process's ids sort in the order they were made (the sweeper expires in id order).
 pub(crate) fn new_reservation_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -37,5 +38,5 @@ pub(crate) fn new_reservation_id() -> String {
             .unwrap_or(0);
         format!("r{:x}-{:x}", t, std::process::id())
     });
-    format!("{prefix}-{}", COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!("{prefix}-{:016x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }

@@ -219,39 +219,6 @@ async fn provision(db: &Database) {
     }
 }
 
-/// Every row an auditor sees, without the generated ids (reservation ids are random; entry,
-/// record and allowance ids come from sequences) but in id order.
-async fn dump(db: &Database) -> Vec<String> {
-    let queries = [
-        "SELECT id || ' ' || balance || ' ' || reserved FROM accounts ORDER BY id",
-        "SELECT account_id || ' ' || remaining || ' ' || reserved FROM allowances ORDER BY id",
-        "SELECT e.account_id || ' ' || e.kind || ' ' || e.amount || ' ' || e.pending_delta || ' ' \
-         || e.units || ' ' || e.pending_units || ' ' || COALESCE(CAST(e.used_units AS TEXT), '-') \
-         || ' ' || e.unbilled || ' ' || COALESCE(e.request_key, '-') || ' ' \
-         || COALESCE(r.session_ref, '-') || ' ' || CASE WHEN e.allowance_id IS NULL THEN 'money' ELSE 'allowance' END \
-         FROM ledger_entries e LEFT JOIN reservations r ON r.id = e.reservation_id ORDER BY e.id",
-        "SELECT session_ref || ' ' || status || ' ' || granted_units || ' ' || allowance_units || ' ' \
-         || pending_amount || ' ' || COALESCE(CAST(used_units AS TEXT), '-') || ' ' \
-         || COALESCE(CAST(charged AS TEXT), '-') || ' ' || session_used || ' ' || session_charged \
-         || ' ' || request_key || ' ' || expires_at_ms || ' ' || created_at_ms || ' ' \
-         || COALESCE(CAST(resolved_at_ms AS TEXT), '-') FROM reservations ORDER BY request_key, status",
-        "SELECT account_id || ' ' || kind || ' ' || session_ref || ' ' || unit || ' ' || used_units \
-         || ' ' || charged || ' ' || request_key || ' ' || COALESCE(CAST(payload AS TEXT), 'NULL') \
-         FROM charging_records ORDER BY id",
-        "SELECT request_key || ' ' || op || ' ' || fingerprint || ' ' || CAST(outcome AS TEXT) \
-         || ' ' || COALESCE(account_id, '-') || ' ' || created_at_ms FROM idempotency_keys \
-         ORDER BY request_key",
-    ];
-    let mut out = Vec::new();
-    for q in queries {
-        for row in sqlx::query(q).fetch_all(&db.pool).await.expect(q) {
-            out.push(sqlx::Row::try_get::<String, _>(&row, 0).expect("text"));
-        }
-        out.push("--".into());
-    }
-    out
-}
-
 /// Run the script on a fresh database; `batched` queues it all before waiting for any answer.
 async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
@@ -308,7 +275,7 @@ async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
         .expect("xmin");
         assert_eq!(sqlx::Row::try_get::<i64, _>(&row, 0).expect("count"), 1);
     }
-    let rows = dump(&db).await;
+    let rows = common::dump(&db).await;
     let rep = admin::verify(&db).await.expect("verify");
     assert!(rep.is_consistent(), "{:?}", rep.problems);
     drop(l);

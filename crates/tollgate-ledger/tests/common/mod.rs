@@ -121,3 +121,36 @@ pub fn used_in_every_unit(used: u64) -> tollgate_ocs::UsedUnits {
         money: Some(used),
     }
 }
+
+/// Every row an auditor sees, without the generated ids (reservation ids are random; entry,
+/// record and allowance ids come from sequences) but in id order.
+pub async fn dump(db: &tollgate_ledger::Database) -> Vec<String> {
+    let queries = [
+        "SELECT id || ' ' || balance || ' ' || reserved FROM accounts ORDER BY id",
+        "SELECT account_id || ' ' || remaining || ' ' || reserved FROM allowances ORDER BY id",
+        "SELECT e.account_id || ' ' || e.kind || ' ' || e.amount || ' ' || e.pending_delta || ' ' \
+         || e.units || ' ' || e.pending_units || ' ' || COALESCE(CAST(e.used_units AS TEXT), '-') \
+         || ' ' || e.unbilled || ' ' || COALESCE(e.request_key, '-') || ' ' \
+         || COALESCE(r.session_ref, '-') || ' ' || CASE WHEN e.allowance_id IS NULL THEN 'money' ELSE 'allowance' END \
+         FROM ledger_entries e LEFT JOIN reservations r ON r.id = e.reservation_id ORDER BY e.id",
+        "SELECT session_ref || ' ' || status || ' ' || granted_units || ' ' || allowance_units || ' ' \
+         || pending_amount || ' ' || COALESCE(CAST(used_units AS TEXT), '-') || ' ' \
+         || COALESCE(CAST(charged AS TEXT), '-') || ' ' || session_used || ' ' || session_charged \
+         || ' ' || request_key || ' ' || expires_at_ms || ' ' || created_at_ms || ' ' \
+         || COALESCE(CAST(resolved_at_ms AS TEXT), '-') FROM reservations ORDER BY request_key, status",
+        "SELECT account_id || ' ' || kind || ' ' || session_ref || ' ' || unit || ' ' || used_units \
+         || ' ' || charged || ' ' || request_key || ' ' || COALESCE(CAST(payload AS TEXT), 'NULL') \
+         FROM charging_records ORDER BY id",
+        "SELECT request_key || ' ' || op || ' ' || fingerprint || ' ' || CAST(outcome AS TEXT) \
+         || ' ' || COALESCE(account_id, '-') || ' ' || created_at_ms FROM idempotency_keys \
+         ORDER BY request_key",
+    ];
+    let mut out = Vec::new();
+    for q in queries {
+        for row in sqlx::query(q).fetch_all(&db.pool).await.expect(q) {
+            out.push(sqlx::Row::try_get::<String, _>(&row, 0).expect("text"));
+        }
+        out.push("--".into());
+    }
+    out
+}
