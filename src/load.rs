@@ -208,7 +208,7 @@ impl Shared {
                     .ccr(client, &session, 1, 0)
                     .with(sub.clone())
                     .with(mscc(Some(Avp::from_u32(CC_TIME, 60)), None));
-                if self.ask(client, i, tally).await.is_none() {
+                if !granted(self.ask(client, i, tally).await) {
                     return;
                 }
                 for k in 1..=self.args.updates {
@@ -216,7 +216,7 @@ impl Shared {
                         Some(Avp::from_u32(CC_TIME, 60)),
                         Some(Avp::from_u32(CC_TIME, 30)),
                     ));
-                    if self.ask(client, u, tally).await.is_none() {
+                    if !granted(self.ask(client, u, tally).await) {
                         return;
                     }
                 }
@@ -233,7 +233,7 @@ impl Shared {
                         Some(Avp::from_u64(CC_SERVICE_SPECIFIC_UNITS, 5)),
                         None,
                     ));
-                if self.ask(client, i, tally).await.is_none() {
+                if !granted(self.ask(client, i, tally).await) {
                     return;
                 }
                 let t = self.ccr(client, &session, 3, 1).with(mscc(
@@ -283,6 +283,20 @@ impl Shared {
         }
         Some(n)
     }
+}
+
+/// Whether a session goes on after this answer: as a real client, it stops when the credit was
+/// refused (a Result-Code other than 2001, at the top level or in an MSCC) or nothing came back.
+fn granted(answer: Option<Message>) -> bool {
+    let Some(a) = answer else { return false };
+    let ok = |avps: &[Avp]| {
+        avps.iter()
+            .filter(|x| x.is(RESULT_CODE))
+            .all(|x| x.u32().is_ok_and(|c| c == 2001))
+    };
+    a.result_code().is_some_and(|c| c.0 == 2001)
+        && a.find_all(MULTIPLE_SERVICES_CREDIT_CONTROL)
+            .all(|m| m.members().is_ok_and(|members| ok(&members)))
 }
 
 pub fn subscriber(i: u64) -> String {
