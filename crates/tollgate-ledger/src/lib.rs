@@ -7,7 +7,8 @@
 //! lock its accounts, load the snapshot the money engine (`tollgate_ocs::engine`) decides on,
 //! write the rows it decided (idempotency records, reservations, entries, cached sums,
 //! charging records) set-based; the naive one-transaction-per-op baseline is a batch of one;
-//! `rows` the rows read in several places; [`sql_ledger`]
+//! `rows` the rows read in several places; [`catalog`] the tariffs and Subscription-Id map
+//! cached in the process, invalidated across processes by a version the database bumps; [`sql_ledger`]
 //! is the group-commit batcher and the `Ledger` impl; [`admin`] holds account/tariff
 //! provisioning and `verify`; [`cli`] the clap subcommands the root binary mounts. The schema
 //! and its invariants are documented for auditors in docs/ledger.md.
@@ -15,6 +16,7 @@
 
 pub mod admin;
 mod batch;
+pub mod catalog;
 pub mod cli;
 mod rows;
 pub mod sql_ledger;

@@ -24,6 +24,7 @@
 //! Nothing of a failed transaction stays, and every op is idempotent on its key, so a client
 //! retry after a Store error is safe.
 
+use crate::catalog::Catalog;
 use crate::rows::{account_from_row, ACCOUNT_COLS};
 use crate::store::{begin_transaction, end_transaction, Database, Dialect, PoolConfig};
 use crate::StoreError;
@@ -88,6 +89,8 @@ struct Job {
 
 struct Inner {
     db: Database,
+    /// Tariffs and Subscription-Ids cached for every batch of this process.
+    catalog: Catalog,
     clock: Arc<dyn Clock>,
     cfg: LedgerConfig,
     /// Batches that failed as a whole and were run again op by op (see the failure policy).
@@ -98,7 +101,7 @@ impl Inner {
     /// One attempt at a batch (`batch/`: a fixed number of statements whatever its size; the
     /// naive baseline calls it with one op).
     async fn run_once(&self, now: Timestamp, ops: &[Op]) -> Result<Vec<OpResult>, sqlx::Error> {
-        crate::batch::run_batch(&self.db, now, ops).await
+        crate::batch::run_batch(&self.db, &self.catalog, now, ops).await
     }
 }
 
@@ -196,6 +199,7 @@ impl SqlLedger {
         });
         let inner = Arc::new(Inner {
             db,
+            catalog: Catalog::default(),
             clock,
             cfg,
             split_batches: std::sync::atomic::AtomicU64::new(0),
@@ -489,7 +493,10 @@ impl Ledger for SqlLedger {
     ) -> Result<Quote, LedgerError> {
         let db = &self.inner.db;
         let mut conn = db.pool.acquire().await.map_err(store_err)?;
-        let tariffs = crate::batch::tariffs_for(&mut conn, service)
+        let tariffs = self
+            .inner
+            .catalog
+            .tariffs(&mut conn)
             .await
             .map_err(store_err)?;
         let t = choose_tariff(&tariffs, service, unit, None).ok_or(LedgerError::NoTariff)?;

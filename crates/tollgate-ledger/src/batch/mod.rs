@@ -29,9 +29,10 @@
 mod read;
 mod write;
 
-pub(crate) use read::{load_expired, tariffs_for};
+pub(crate) use read::load_expired;
 pub(crate) use write::write;
 
+use crate::catalog::Catalog;
 use crate::rows::new_reservation_id;
 use crate::store::{begin_transaction, end_transaction, Database, Dialect};
 use serde::Serialize;
@@ -42,11 +43,12 @@ use tollgate_ocs::Timestamp;
 /// Apply a batch in one transaction; results in op order.
 pub(crate) async fn run_batch(
     db: &Database,
+    catalog: &Catalog,
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
     let mut conn = begin_transaction(db).await?;
-    let result = apply_and_write(&mut conn, db.dialect, now, ops).await;
+    let result = apply_and_write(&mut conn, db.dialect, catalog, now, ops).await;
     end_transaction(conn, result).await
 }
 
@@ -63,10 +65,11 @@ impl ReservationIds for ProcessReservationIds {
 async fn apply_and_write(
     conn: &mut AnyConnection,
     dialect: Dialect,
+    catalog: &Catalog,
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let snapshot = read::read_locked(conn, dialect, now, ops).await?;
+    let snapshot = read::read_locked(conn, dialect, now, ops, catalog).await?;
     let mut ids = ProcessReservationIds;
     let mut engine = Engine::new(now, snapshot, &mut ids);
     let mut out = Vec::with_capacity(ops.len());

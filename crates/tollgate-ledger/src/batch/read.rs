@@ -2,6 +2,7 @@
 //! engine's [`Snapshot`] in one statement per dialect (see the module doc of `batch`).
 
 use super::protocol;
+use crate::catalog::Catalog;
 use crate::rows::{account_from_row, AccountRow, ACCOUNT_COLS};
 use crate::store::Dialect;
 use serde::Deserialize;
@@ -12,32 +13,19 @@ use std::collections::{BTreeSet, HashMap};
 use tollgate_ocs::engine::*;
 use tollgate_ocs::*;
 
-fn sub_key(s: &SubscriptionId) -> (i64, String) {
-    (i64::from(s.kind.code()), s.data.clone())
-}
-
-/// The batch's Subscription-Ids and sessions, as the JSON row sets the lock and read
-/// statements take.
-pub(crate) struct BatchKeys {
-    subs: String,
+/// The batch's sessions, as the JSON row set the lock and read statements take.
+struct BatchKeys {
     sessions: String,
 }
 
 impl BatchKeys {
-    pub(crate) fn of(ops: &[Op]) -> BatchKeys {
-        let subs: BTreeSet<(i64, String)> =
-            ops.iter().filter_map(Op::subscriber).map(sub_key).collect();
+    fn of(ops: &[Op]) -> BatchKeys {
         let mut sessions: BTreeSet<&str> = ops.iter().filter_map(Op::session_ref).collect();
         sessions.extend(ops.iter().filter_map(|o| match o {
             Op::Reserve(r) => Some(r.session_ref.as_str()),
             _ => None,
         }));
         BatchKeys {
-            subs: json!(subs
-                .iter()
-                .map(|(t, d)| json!({"t": t, "d": d}))
-                .collect::<Vec<_>>())
-            .to_string(),
             // Each session with the status its reservations are wanted in ("open"), as data:
             // with `status = 'open'` in the SQL the planner may read the partial index
             // `reservations_expiry` end to end (every open reservation, and until the next
@@ -52,21 +40,20 @@ impl BatchKeys {
     }
 }
 
-/// Step 1: lock the accounts of the batch's Subscription-Ids and of its sessions' open
-/// reservations, in id order (every batch of every worker and node, and the naive baseline,
-/// lock in that order), and return them as locked. On SQLite `BEGIN IMMEDIATE` already holds
-/// the database's one write lock, so this only reads them.
-pub(crate) async fn lock_accounts(
+/// Step 1: lock the accounts of the batch's Subscription-Ids (`account_ids`, from the
+/// catalog) and of its sessions' open reservations, in id order (every batch of every worker
+/// and node locks in that order), and return them as locked. On SQLite `BEGIN IMMEDIATE`
+/// already holds the database's one write lock, so this only reads them.
+async fn lock_accounts(
     conn: &mut AnyConnection,
     dialect: Dialect,
+    account_ids: &BTreeSet<&String>,
     keys: &BatchKeys,
 ) -> Result<HashMap<String, AccountRow>, sqlx::Error> {
     let sql = match dialect {
         Dialect::Postgres => format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
-               SELECT s.account_id FROM subscriptions s \
-                 JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
-                 ON s.sub_type = x.t AND s.sub_data = x.d \
+               SELECT jsonb_array_elements_text(CAST($1 AS JSONB)) \
                UNION SELECT r.account_id FROM reservations r \
                  JOIN jsonb_to_recordset(CAST($2 AS JSONB)) AS x(ref text, st text) \
                  ON r.session_ref = x.ref AND r.status = x.st) \
@@ -75,15 +62,14 @@ pub(crate) async fn lock_accounts(
         // CROSS JOIN makes the JSON rows the outer loop: each key is one index lookup.
         Dialect::Sqlite => format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
-               SELECT s.account_id FROM json_each($1) x CROSS JOIN subscriptions s \
-                 ON s.sub_type = x.value ->> 't' AND s.sub_data = x.value ->> 'd' \
+               SELECT value FROM json_each($1) \
                UNION SELECT r.account_id FROM json_each($2) x CROSS JOIN reservations r \
                  ON r.session_ref = x.value ->> 'ref' AND r.status = x.value ->> 'st') \
              ORDER BY a.id"
         ),
     };
     let rows = sqlx::query(&sql)
-        .bind(&keys.subs)
+        .bind(json!(account_ids).to_string())
         .bind(&keys.sessions)
         .fetch_all(&mut *conn)
         .await?;
@@ -92,22 +78,33 @@ pub(crate) async fn lock_accounts(
         .collect()
 }
 
-/// Step 1 and 2: lock, read, and lock again until every account the reads name is locked.
+/// Step 1 and 2: the catalog (tariffs, the accounts of the batch's Subscription-Ids), then
+/// lock, read, and lock again until every account the reads name is locked.
 pub(super) async fn read_locked(
     conn: &mut AnyConnection,
     dialect: Dialect,
     now: Timestamp,
     ops: &[Op],
+    catalog: &Catalog,
 ) -> Result<Snapshot, sqlx::Error> {
+    let all_tariffs = catalog.tariffs(conn).await?;
+    let subs: Vec<&SubscriptionId> = ops
+        .iter()
+        .filter_map(Op::subscriber)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let subscribers = catalog.accounts(conn, dialect, &subs).await?;
     let batch_keys = BatchKeys::of(ops);
-    let mut locked = lock_accounts(conn, dialect, &batch_keys).await?;
+    let mut locked =
+        lock_accounts(conn, dialect, &subscribers.values().collect(), &batch_keys).await?;
     let keys = json!(ops
         .iter()
         .map(|o| o.key().to_key_string())
         .collect::<Vec<_>>())
     .to_string();
     // Every context a tariff may name for these services (ServiceKey::tariff_contexts).
-    let contexts = json!(ops
+    let contexts: BTreeSet<&str> = ops
         .iter()
         .filter_map(|o| match o {
             Op::Reserve(r) => Some(&r.service),
@@ -120,8 +117,12 @@ pub(super) async fn read_locked(
             _ => None,
         })
         .flat_map(ServiceKey::tariff_contexts)
-        .collect::<BTreeSet<_>>())
-    .to_string();
+        .collect();
+    let tariffs: Vec<TariffEntry> = all_tariffs
+        .iter()
+        .filter(|t| contexts.contains(t.service_context.as_str()))
+        .cloned()
+        .collect();
     // Normally one round: the reads only name accounts the lock statement locked. A
     // reservation opened by another node between the two statements adds a second round.
     for _ in 0..4 {
@@ -131,19 +132,17 @@ pub(super) async fn read_locked(
             Dialect::Sqlite => READ_BATCH_SQLITE,
         };
         let rows = sqlx::query(read_sql)
-            .bind(&batch_keys.subs)
             .bind(&batch_keys.sessions)
             .bind(&keys)
-            .bind(&contexts)
             .bind(&ids)
             .bind(now.0)
             .fetch_all(&mut *conn)
             .await?;
         let read = BatchRead::from_rows(&rows)?;
         let missing: BTreeSet<&String> = read
-            .subscribers
-            .values()
-            .chain(read.open.iter().map(|r| &r.account_id))
+            .open
+            .iter()
+            .map(|r| &r.account_id)
             .filter(|id| !locked.contains_key(*id))
             .collect();
         if !missing.is_empty() {
@@ -167,9 +166,9 @@ pub(super) async fn read_locked(
         }
         return Ok(Snapshot {
             accounts: locked,
-            subscribers: read.subscribers,
+            subscribers,
             open: read.open,
-            tariffs: read.tariffs,
+            tariffs,
             allowances: read.allowances,
             stored: read.stored,
         });
@@ -179,63 +178,42 @@ pub(super) async fn read_locked(
     ))
 }
 
-/// Step 2 as one statement (one round trip): every kind of row the batch needs, each row as
-/// (kind, JSON text). $1 Subscription-Ids, $2 sessions with the wanted status, $3 request keys,
-/// $4 service contexts, $5 locked account ids, $6 now. Only valid allowances can be drawn on;
+/// Step 2 as one statement (one round trip): every kind of row the batch needs that the
+/// catalog does not hold, each row as (kind, JSON text). $1 sessions with the wanted status,
+/// $2 request keys, $3 locked account ids, $4 now. Only valid allowances can be drawn on;
 /// expired ones are still posted to by id (deltas), which needs no read.
 const READ_BATCH: &str = "\
-SELECT 's' AS k, CAST(json_build_object('t', s.sub_type, 'd', s.sub_data, 'a', s.account_id) AS TEXT) AS v \
-  FROM subscriptions s JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(t int, d text) \
-  ON s.sub_type = x.t AND s.sub_data = x.d \
-UNION ALL SELECT 'r', CAST(row_to_json(r) AS TEXT) FROM (SELECT r.id, r.account_id, r.session_ref, \
+SELECT 'r' AS k, CAST(row_to_json(r) AS TEXT) AS v FROM (SELECT r.id, r.account_id, r.session_ref, \
     r.service_context, r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, \
     r.pending_amount, r.price_minor, r.price_per_units, r.session_used, r.session_charged \
-  FROM reservations r JOIN jsonb_to_recordset(CAST($2 AS JSONB)) AS x(ref text, st text) \
+  FROM reservations r JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(ref text, st text) \
   ON r.session_ref = x.ref AND r.status = x.st) r \
 UNION ALL SELECT 'i', CAST(json_build_object('k', request_key, 'f', fingerprint, \
     'o', CAST(outcome AS TEXT)) AS TEXT) \
-  FROM idempotency_keys WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB))) \
-UNION ALL SELECT 't', CAST(row_to_json(t) AS TEXT) FROM (SELECT id, service_context, rating_group, \
-    service_id, unit, currency, price_minor, price_per_units, quantum, min_grant FROM tariffs \
-  WHERE service_context IN (SELECT jsonb_array_elements_text(CAST($4 AS JSONB)))) t \
+  FROM idempotency_keys WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($2 AS JSONB))) \
 UNION ALL SELECT 'a', CAST(row_to_json(w) AS TEXT) FROM (SELECT id, account_id, unit, \
     valid_until_ms, remaining, reserved FROM allowances \
-  WHERE account_id IN (SELECT jsonb_array_elements_text(CAST($5 AS JSONB))) \
-    AND valid_until_ms > $6) w";
+  WHERE account_id IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB))) \
+    AND valid_until_ms > $4) w";
 
 /// [`READ_BATCH`] in SQLite's dialect: the same rows as the same JSON (`json_object` with
 /// the column names `row_to_json` uses). The JSON rows drive each join (CROSS JOIN keeps them
 /// the outer loop), so every key is one index lookup.
 const READ_BATCH_SQLITE: &str = "\
-SELECT 's' AS k, json_object('t', s.sub_type, 'd', s.sub_data, 'a', s.account_id) AS v \
-  FROM json_each($1) x CROSS JOIN subscriptions s \
-  ON s.sub_type = x.value ->> 't' AND s.sub_data = x.value ->> 'd' \
-UNION ALL SELECT 'r', json_object('id', r.id, 'account_id', r.account_id, \
+SELECT 'r' AS k, json_object('id', r.id, 'account_id', r.account_id, \
     'session_ref', r.session_ref, 'service_context', r.service_context, \
     'rating_group', r.rating_group, 'service_id', r.service_id, 'unit', r.unit, \
     'allowance_id', r.allowance_id, 'allowance_units', r.allowance_units, \
     'pending_amount', r.pending_amount, 'price_minor', r.price_minor, \
     'price_per_units', r.price_per_units, 'session_used', r.session_used, \
-    'session_charged', r.session_charged) \
-  FROM json_each($2) x CROSS JOIN reservations r \
+    'session_charged', r.session_charged) AS v \
+  FROM json_each($1) x CROSS JOIN reservations r \
   ON r.session_ref = x.value ->> 'ref' AND r.status = x.value ->> 'st' \
 UNION ALL SELECT 'i', json_object('k', request_key, 'f', fingerprint, 'o', outcome) \
-  FROM idempotency_keys WHERE request_key IN (SELECT value FROM json_each($3)) \
-UNION ALL SELECT 't', json_object('id', id, 'service_context', service_context, \
-    'rating_group', rating_group, 'service_id', service_id, 'unit', unit, 'currency', currency, \
-    'price_minor', price_minor, 'price_per_units', price_per_units, 'quantum', quantum, \
-    'min_grant', min_grant) \
-  FROM tariffs WHERE service_context IN (SELECT value FROM json_each($4)) \
+  FROM idempotency_keys WHERE request_key IN (SELECT value FROM json_each($2)) \
 UNION ALL SELECT 'a', json_object('id', id, 'account_id', account_id, 'unit', unit, \
     'valid_until_ms', valid_until_ms, 'remaining', remaining, 'reserved', reserved) \
-  FROM allowances WHERE account_id IN (SELECT value FROM json_each($5)) AND valid_until_ms > $6";
-
-#[derive(Deserialize)]
-struct SubscriberJson {
-    t: i64,
-    d: String,
-    a: String,
-}
+  FROM allowances WHERE account_id IN (SELECT value FROM json_each($3)) AND valid_until_ms > $4";
 
 #[derive(Deserialize)]
 struct ReservationJson {
@@ -262,26 +240,10 @@ struct StoredJson {
     o: String,
 }
 
-#[derive(Deserialize)]
-struct TariffJson {
-    id: i64,
-    service_context: String,
-    rating_group: Option<i64>,
-    service_id: Option<i64>,
-    unit: String,
-    currency: String,
-    price_minor: i64,
-    price_per_units: i64,
-    quantum: i64,
-    min_grant: i64,
-}
-
 /// What step 2 read, decoded.
 struct BatchRead {
-    subscribers: HashMap<SubscriptionId, String>,
     open: Vec<OpenReservation>,
     stored: HashMap<String, StoredOutcome>,
-    tariffs: Vec<TariffEntry>,
     allowances: Vec<Allowance>,
 }
 
@@ -292,26 +254,15 @@ fn from_json<'a, T: Deserialize<'a>>(v: &'a str) -> Result<T, sqlx::Error> {
 impl BatchRead {
     fn from_rows(rows: &[AnyRow]) -> Result<BatchRead, sqlx::Error> {
         let mut read = BatchRead {
-            subscribers: HashMap::new(),
             open: Vec::new(),
             stored: HashMap::new(),
-            tariffs: Vec::new(),
             allowances: Vec::new(),
         };
-        let mut tariffs: Vec<(i64, TariffEntry)> = Vec::new();
         let id32 = |v: Option<i64>| v.map(|v| v as u32);
         for row in rows {
             let kind: String = row.try_get("k")?;
             let v: String = row.try_get("v")?;
             match kind.as_str() {
-                "s" => {
-                    let s: SubscriberJson = from_json(&v)?;
-                    let kind = SubscriptionType::from_code(s.t).ok_or_else(|| {
-                        protocol(format!("ledger batch: subscription type {} unknown", s.t))
-                    })?;
-                    read.subscribers
-                        .insert(SubscriptionId { kind, data: s.d }, s.a);
-                }
                 "r" => {
                     let r: ReservationJson = from_json(&v)?;
                     read.open.push(OpenReservation {
@@ -351,77 +302,13 @@ impl BatchRead {
                         },
                     );
                 }
-                "t" => {
-                    let t: TariffJson = from_json(&v)?;
-                    tariffs.push((
-                        t.id,
-                        TariffEntry {
-                            service_context: t.service_context,
-                            rating_group: t.rating_group,
-                            service_id: t.service_id,
-                            unit: t
-                                .unit
-                                .parse()
-                                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                            currency: t.currency,
-                            price: Price {
-                                minor: t.price_minor,
-                                per_units: t.price_per_units,
-                            },
-                            quantum: t.quantum,
-                            min_grant: t.min_grant,
-                        },
-                    ));
-                }
                 "a" => read.allowances.push(from_json(&v)?),
                 other => return Err(protocol(format!("ledger batch: unknown read row {other}"))),
             }
         }
-        // Tariff ties are broken by id, as `ORDER BY id` did.
-        tariffs.sort_by_key(|(id, _)| *id);
-        read.tariffs = tariffs.into_iter().map(|(_, t)| t).collect();
         read.open.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(read)
     }
-}
-
-/// The tariffs that may price a service (every candidate context of
-/// `ServiceKey::tariff_contexts`), in id order, for [`choose_tariff`].
-pub(crate) async fn tariffs_for(
-    conn: &mut AnyConnection,
-    service: &ServiceKey,
-) -> Result<Vec<TariffEntry>, sqlx::Error> {
-    let contexts: Vec<&str> = service.tariff_contexts().collect();
-    let placeholders: Vec<String> = (1..=contexts.len()).map(|i| format!("${i}")).collect();
-    let sql = format!(
-        "SELECT service_context, rating_group, service_id, unit, currency, price_minor, \
-         price_per_units, quantum, min_grant FROM tariffs WHERE service_context IN ({}) ORDER BY id",
-        placeholders.join(", ")
-    );
-    let mut q = sqlx::query(&sql);
-    for c in &contexts {
-        q = q.bind(*c);
-    }
-    q.fetch_all(&mut *conn)
-        .await?
-        .iter()
-        .map(|r| {
-            let unit: String = r.try_get("unit")?;
-            Ok(TariffEntry {
-                service_context: r.try_get("service_context")?,
-                rating_group: r.try_get("rating_group")?,
-                service_id: r.try_get("service_id")?,
-                unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                currency: r.try_get("currency")?,
-                price: Price {
-                    minor: r.try_get("price_minor")?,
-                    per_units: r.try_get("price_per_units")?,
-                },
-                quantum: r.try_get("quantum")?,
-                min_grant: r.try_get("min_grant")?,
-            })
-        })
-        .collect()
 }
 
 const OPEN_RES_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_context, \
