@@ -359,7 +359,9 @@ impl MoneyModel {
     fn answer(&mut self, request: &Request, answer: &Answer) {
         let first = self.counted.insert(request.key());
         match (request, answer) {
-            (Request::Reserve(r), Answer::Reserve(Ok(ReserveOutcome::Granted(_)))) => {
+            // A replayed grant (a retransmission) opened nothing now: the session may have
+            // changed hands since.
+            (Request::Reserve(r), Answer::Reserve(Ok(ReserveOutcome::Granted(_)))) if first => {
                 self.owner.insert(
                     (r.session_ref.clone(), r.service.clone()),
                     account_of(&r.subscriber),
