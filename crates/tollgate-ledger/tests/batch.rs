@@ -12,18 +12,15 @@
 mod common;
 
 use common::TestDb;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use tollgate_ledger::admin::{self, AllowanceSpec, TariffSpec};
-use tollgate_ledger::{BatchConfig, Database, Dialect, LedgerConfig, SqlLedger};
+use tollgate_ledger::{Database, Dialect};
 use tollgate_ocs::*;
 
 const CTX: &str = "32260@3gpp.org";
 const T0: i64 = 1_800_000_000_000;
 
-type Answer = Pin<Box<dyn Future<Output = String> + Send>>;
+type Answer = common::Pending<String>;
 
 fn key(session: &str, n: u32) -> RequestKey {
     RequestKey::new("as.example.net", session, n)
@@ -222,41 +219,14 @@ async fn provision(db: &Database) {
 /// Run the script on a fresh database; `batched` queues it all before waiting for any answer.
 async fn run(test_db: TestDb, batched: bool) -> (Vec<String>, Vec<String>) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
-    let cfg = LedgerConfig {
-        naive_one_tx_per_op: !batched,
-        batch: BatchConfig {
-            workers: 1,
-            max_batch: 256,
-            // Long enough that everything sent below is in the first batch.
-            max_wait_us: 500_000,
-            ..BatchConfig::default()
-        },
-        ..LedgerConfig::default()
-    };
-    let ledger = SqlLedger::connect(&test_db.url, cfg, clock)
-        .await
-        .expect("connect");
+    // Long enough that everything sent below is in the first batch.
+    let ledger = common::one_worker_ledger(&test_db.url, batched, 500_000, clock).await;
     let db = ledger.database().clone();
     provision(&db).await;
     let l: Arc<dyn Ledger> = Arc::new(ledger.clone());
     let mut answers = Vec::new();
     if batched {
-        // Poll each request once, in order, so it is queued before the next one is made;
-        // then collect the answers.
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut pending = Vec::new();
-        for mut f in script(&l) {
-            match f.as_mut().poll(&mut cx) {
-                Poll::Ready(a) => pending.push(Err(a)),
-                Poll::Pending => pending.push(Ok(f)),
-            }
-        }
-        for p in pending {
-            answers.push(match p {
-                Ok(f) => f.await,
-                Err(a) => a,
-            });
-        }
+        answers = common::send_in_order(script(&l)).await;
     } else {
         for f in script(&l) {
             answers.push(f.await);

@@ -18,12 +18,9 @@ mod common;
 use common::TestDb;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use tollgate_ledger::admin::{self, AllowanceSpec, TariffSpec};
-use tollgate_ledger::{BatchConfig, Database, LedgerConfig, SqlLedger};
+use tollgate_ledger::Database;
 use tollgate_ocs::*;
 
 const CTX: &str = "32260@3gpp.org";
@@ -141,7 +138,7 @@ impl Request {
         r
     }
 
-    fn send(&self, l: &Arc<dyn Ledger>) -> Pin<Box<dyn Future<Output = Answer> + Send>> {
+    fn send(&self, l: &Arc<dyn Ledger>) -> common::Pending<Answer> {
         let l = l.clone();
         let r = self.clone();
         Box::pin(async move {
@@ -455,20 +452,8 @@ async fn check_invariants(db: &Database, model: &MoneyModel, when: &str) {
 /// transaction), else one request per transaction, awaited in order.
 async fn run(test_db: &TestDb, actions: &[Action], batched: bool) -> (Vec<Answer>, Vec<String>) {
     let clock = Arc::new(ManualClock::new(Timestamp(T0)));
-    let cfg = LedgerConfig {
-        naive_one_tx_per_op: !batched,
-        batch: BatchConfig {
-            workers: 1,
-            max_batch: 256,
-            // Long enough that everything of one planned batch is in one transaction.
-            max_wait_us: 200_000,
-            ..BatchConfig::default()
-        },
-        ..LedgerConfig::default()
-    };
-    let ledger = SqlLedger::connect(&test_db.url, cfg, clock.clone())
-        .await
-        .expect("connect");
+    // Long enough that everything of one planned batch is in one transaction.
+    let ledger = common::one_worker_ledger(&test_db.url, batched, 200_000, clock.clone()).await;
     let db = ledger.database().clone();
     provision(&db).await;
     let l: Arc<dyn Ledger> = Arc::new(ledger.clone());
@@ -478,24 +463,7 @@ async fn run(test_db: &TestDb, actions: &[Action], batched: bool) -> (Vec<Answer
         match action {
             Action::Batch(batch) => {
                 let got: Vec<Answer> = if batched {
-                    // Poll each request once, in order, so it is queued before the next.
-                    let mut cx = Context::from_waker(Waker::noop());
-                    let mut pending = Vec::new();
-                    for (_, r) in batch {
-                        let mut f = r.send(&l);
-                        pending.push(match f.as_mut().poll(&mut cx) {
-                            Poll::Ready(a) => Err(a),
-                            Poll::Pending => Ok(f),
-                        });
-                    }
-                    let mut got = Vec::new();
-                    for p in pending {
-                        got.push(match p {
-                            Ok(f) => f.await,
-                            Err(a) => a,
-                        });
-                    }
-                    got
+                    common::send_in_order(batch.iter().map(|(_, r)| r.send(&l)).collect()).await
                 } else {
                     let mut got = Vec::new();
                     for (_, r) in batch {

@@ -154,3 +154,51 @@ pub async fn dump(db: &tollgate_ledger::Database) -> Vec<String> {
     }
     out
 }
+
+/// A request to the ledger, not yet sent.
+pub type Pending<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Sends requests so that the ledger takes them in one batch when it can: each is polled once,
+/// in order, so it is queued before the next is made; then the answers are collected, in
+/// order.
+pub async fn send_in_order<T>(requests: Vec<Pending<T>>) -> Vec<T> {
+    use std::task::{Context, Poll, Waker};
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut pending = Vec::new();
+    for mut f in requests {
+        pending.push(match f.as_mut().poll(&mut cx) {
+            Poll::Ready(a) => Err(a),
+            Poll::Pending => Ok(f),
+        });
+    }
+    let mut answers = Vec::new();
+    for p in pending {
+        answers.push(match p {
+            Ok(f) => f.await,
+            Err(a) => a,
+        });
+    }
+    answers
+}
+
+/// A ledger with one batch worker that waits `max_wait_us` to fill a batch, or, when not
+/// `batched`, the one-transaction-per-operation path.
+pub async fn one_worker_ledger(
+    url: &str,
+    batched: bool,
+    max_wait_us: u64,
+    clock: std::sync::Arc<tollgate_ocs::ManualClock>,
+) -> tollgate_ledger::SqlLedger {
+    use tollgate_ledger::{BatchConfig, LedgerConfig, SqlLedger};
+    let cfg = LedgerConfig {
+        naive_one_tx_per_op: !batched,
+        batch: BatchConfig {
+            workers: 1,
+            max_batch: 256,
+            max_wait_us,
+            ..BatchConfig::default()
+        },
+        ..LedgerConfig::default()
+    };
+    SqlLedger::connect(url, cfg, clock).await.expect("connect")
+}

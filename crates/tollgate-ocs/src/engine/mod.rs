@@ -327,20 +327,7 @@ impl<'i> Engine<'i> {
         else {
             return Ok(None);
         };
-        self.entry(EntrySpec {
-            account: &res.account_id,
-            kind: "expire",
-            amount: 0,
-            pending_delta: -res.pending_amount,
-            allowance_id: res.allowance_id,
-            units: 0,
-            pending_units: -res.allowance_units,
-            reservation_id: Some(&res.id),
-            used_units: None,
-            unbilled: 0,
-            key: None,
-        })?;
-        self.resolve(&res.id, "expired", 0, 0);
+        self.return_hold(&res, "expire", "expired", None)?;
         Ok(Some(ExpiredHold {
             amount: Money(res.pending_amount),
             allowance_units: to_u64(res.allowance_units),
@@ -417,6 +404,33 @@ impl<'i> Engine<'i> {
             unbilled: e.unbilled,
             request_key: e.key.map(str::to_string),
         });
+        Ok(())
+    }
+
+    /// A reservation ends unused (voided by its client, or expired): its held money and
+    /// allowance units return, nothing is charged. `kind`: the entry's, `status`: the
+    /// reservation's.
+    fn return_hold(
+        &mut self,
+        res: &OpenReservation,
+        kind: &'static str,
+        status: &'static str,
+        key: Option<&str>,
+    ) -> Result<(), EngineError> {
+        self.entry(EntrySpec {
+            account: &res.account_id,
+            kind,
+            amount: 0,
+            pending_delta: -res.pending_amount,
+            allowance_id: res.allowance_id,
+            units: 0,
+            pending_units: -res.allowance_units,
+            reservation_id: Some(&res.id),
+            used_units: None,
+            unbilled: 0,
+            key,
+        })?;
+        self.resolve(&res.id, status, 0, 0);
         Ok(())
     }
 
@@ -716,21 +730,7 @@ impl<'i> Engine<'i> {
         };
         let mut account_id = None;
         for res in found {
-            // Void: the pending amount returns, nothing is charged.
-            self.entry(EntrySpec {
-                account: &res.account_id,
-                kind: "void",
-                amount: 0,
-                pending_delta: -res.pending_amount,
-                allowance_id: res.allowance_id,
-                units: 0,
-                pending_units: -res.allowance_units,
-                reservation_id: Some(&res.id),
-                used_units: None,
-                unbilled: 0,
-                key: Some(key),
-            })?;
-            self.resolve(&res.id, "voided", 0, 0);
+            self.return_hold(&res, "void", "voided", Some(key))?;
             out.reservations += 1;
             out.amount.0 += res.pending_amount;
             out.units += to_u64(res.allowance_units);
