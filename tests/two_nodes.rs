@@ -23,10 +23,19 @@ fn msisdn(i: u64) -> String {
     format!("{}", 1_555_100_000u64 + i)
 }
 
-/// Opening balance and credit limit of account `i`, minor units: small enough that the
-/// concurrent sessions exhaust them during the run.
-fn opening(i: u64) -> (i64, i64) {
-    (800 + 100 * i as i64, if i.is_multiple_of(2) { 0 } else { 150 })
+/// An account as provisioned, minor units.
+struct Opening {
+    balance: i64,
+    credit_limit: i64,
+}
+
+/// Account `i` as provisioned: small enough that the concurrent sessions exhaust it during
+/// the run; every other account may go 1.50 below zero.
+fn opening(i: u64) -> Opening {
+    Opening {
+        balance: 800 + 100 * i as i64,
+        credit_limit: if i.is_multiple_of(2) { 0 } else { 150 },
+    }
 }
 
 fn decimal(minor: i64) -> String {
@@ -39,7 +48,10 @@ async fn two_nodes_charge_shared_accounts_exactly() {
         return;
     };
     for i in 0..ACCOUNTS {
-        let (balance, limit) = opening(i);
+        let Opening {
+            balance,
+            credit_limit,
+        } = opening(i);
         store.run_ok(&[
             "account",
             "create",
@@ -50,7 +62,7 @@ async fn two_nodes_charge_shared_accounts_exactly() {
             "--balance",
             &decimal(balance),
             "--credit-limit",
-            &decimal(limit),
+            &decimal(credit_limit),
             "--subscription",
             &format!("e164:{}", msisdn(i)),
         ]);
@@ -145,7 +157,7 @@ async fn two_nodes_charge_shared_accounts_exactly() {
         0,
         "a post charged other than its usage at 0.01/s"
     );
-    let opening_total: i64 = (0..ACCOUNTS).map(|i| opening(i).0).sum();
+    let opening_total: i64 = (0..ACCOUNTS).map(|i| opening(i).balance).sum();
     let balances = store
         .scalar("SELECT CAST(SUM(balance) AS BIGINT) FROM accounts")
         .await;
