@@ -165,7 +165,27 @@ struct RecordSpec<'a> {
 }
 
 /// An operation's result and the account it touched (stored with its outcome).
-type Applied = (OpResult, Option<String>);
+struct Applied {
+    result: OpResult,
+    account: Option<String>,
+}
+
+impl Applied {
+    /// Decided without touching an account: a refusal before one is found, a request error.
+    fn alone(result: OpResult) -> Self {
+        Applied {
+            result,
+            account: None,
+        }
+    }
+
+    fn on(account: String, result: OpResult) -> Self {
+        Applied {
+            result,
+            account: Some(account),
+        }
+    }
+}
 
 fn add(a: i64, b: i64) -> Result<i64, EngineError> {
     a.checked_add(b).ok_or(EngineError::Overflow)
@@ -223,7 +243,7 @@ impl<'i> Engine<'i> {
                 })?;
             return Ok(Ok(outcome));
         }
-        let (result, account) = match op {
+        let Applied { result, account } = match op {
             Op::Reserve(r) => self.reserve(r, &key)?,
             Op::Commit(r) => self.commit(r, &key)?,
             Op::Release(r) => self.release(r, &key)?,
@@ -571,23 +591,17 @@ impl<'i> Engine<'i> {
 
     fn reserve(&mut self, r: &ReserveRequest, key: &str) -> Result<Applied, EngineError> {
         let Some(account) = self.account_by_subscriber(&r.subscriber)? else {
-            return Ok((
-                Ok(OpOutcome::Reserve(ReserveOutcome::Refused(
-                    Refusal::UnknownSubscriber,
-                ))),
-                None,
-            ));
+            return Ok(Applied::alone(Ok(OpOutcome::Reserve(
+                ReserveOutcome::Refused(Refusal::UnknownSubscriber),
+            ))));
         };
         if !self
             .open_reservations(&r.session_ref, Some(&r.service))
             .is_empty()
         {
-            return Ok((
-                Err(LedgerError::ReservationOpen {
-                    session_ref: r.session_ref.clone(),
-                }),
-                None,
-            ));
+            return Ok(Applied::alone(Err(LedgerError::ReservationOpen {
+                session_ref: r.session_ref.clone(),
+            })));
         }
         let out = self.open_reservation(
             &account,
@@ -599,7 +613,7 @@ impl<'i> Engine<'i> {
             key,
             SessionTotals::default(),
         )?;
-        Ok((out.map(OpOutcome::Reserve), Some(account.id)))
+        Ok(Applied::on(account.id, out.map(OpOutcome::Reserve)))
     }
 
     /// Post a reservation: the overdraft policy of [`plan_post`].
@@ -656,19 +670,16 @@ impl<'i> Engine<'i> {
 
     fn commit(&mut self, r: &CommitRequest, key: &str) -> Result<Applied, EngineError> {
         if let Err(e) = check_commit(r) {
-            return Ok((Err(e), None));
+            return Ok(Applied::alone(Err(e)));
         }
         let Some(res) = self
             .open_reservations(&r.session_ref, Some(&r.service))
             .into_iter()
             .next()
         else {
-            return Ok((
-                Ok(OpOutcome::Commit(CommitOutcome::Refused(
-                    Refusal::NoReservation,
-                ))),
-                None,
-            ));
+            return Ok(Applied::alone(Ok(OpOutcome::Commit(
+                CommitOutcome::Refused(Refusal::NoReservation),
+            ))));
         };
         let account = self.account(&res.account_id)?;
         let Posted {
@@ -676,7 +687,7 @@ impl<'i> Engine<'i> {
             session,
         } = match self.post(&res, &account, r.used.charged_in(res.unit), key)? {
             Ok(v) => v,
-            Err(e) => return Ok((Err(e), None)),
+            Err(e) => return Ok(Applied::alone(Err(e))),
         };
         if let Some(next) = &r.next {
             let fresh = self.account(&res.account_id)?;
@@ -715,9 +726,9 @@ impl<'i> Engine<'i> {
                 payload: r.cdr.as_ref(),
             });
         }
-        Ok((
+        Ok(Applied::on(
+            account.id,
             Ok(OpOutcome::Commit(CommitOutcome::Committed(committed))),
-            Some(account.id),
         ))
     }
 
@@ -747,19 +758,21 @@ impl<'i> Engine<'i> {
             });
             account_id = Some(res.account_id);
         }
-        Ok((Ok(OpOutcome::Release(out)), account_id))
+        Ok(Applied {
+            result: Ok(OpOutcome::Release(out)),
+            account: account_id,
+        })
     }
 
     fn direct_debit(&mut self, r: &DirectDebitRequest, key: &str) -> Result<Applied, EngineError> {
         let refused = |x| {
-            Ok((
-                Ok(OpOutcome::DirectDebit(DirectDebitOutcome::Refused(x))),
-                None,
-            ))
+            Ok(Applied::alone(Ok(OpOutcome::DirectDebit(
+                DirectDebitOutcome::Refused(x),
+            ))))
         };
         let units = match to_i64(r.units) {
             Ok(u) => u,
-            Err(e) => return Ok((Err(e), None)),
+            Err(e) => return Ok(Applied::alone(Err(e))),
         };
         let Some(account) = self.account_by_subscriber(&r.subscriber)? else {
             return refused(Refusal::UnknownSubscriber);
@@ -808,18 +821,22 @@ impl<'i> Engine<'i> {
             key,
             payload: r.cdr.as_ref(),
         });
-        Ok((
+        Ok(Applied::on(
+            account.id,
             Ok(OpOutcome::DirectDebit(DirectDebitOutcome::Debited {
                 units: r.units,
                 from_allowance: from_allowance as u64,
                 charged: amount,
             })),
-            Some(account.id),
         ))
     }
 
     fn refund(&mut self, r: &RefundRequest, key: &str) -> Result<Applied, EngineError> {
-        let refused = |x| Ok((Ok(OpOutcome::Refund(RefundOutcome::Refused(x))), None));
+        let refused = |x| {
+            Ok(Applied::alone(Ok(OpOutcome::Refund(
+                RefundOutcome::Refused(x),
+            ))))
+        };
         let Some(account) = self.account_by_subscriber(&r.subscriber)? else {
             return refused(Refusal::UnknownSubscriber);
         };
@@ -832,7 +849,7 @@ impl<'i> Engine<'i> {
         let amount = match refund_amount(&r.amount, price) {
             Ok(Ok(m)) => m,
             Ok(Err(refusal)) => return refused(refusal),
-            Err(e) => return Ok((Err(e), None)),
+            Err(e) => return Ok(Applied::alone(Err(e))),
         };
         self.entry(EntrySpec {
             account: &account.id,
@@ -847,9 +864,9 @@ impl<'i> Engine<'i> {
             unbilled: 0,
             key: Some(key),
         })?;
-        Ok((
+        Ok(Applied::on(
+            account.id,
             Ok(OpOutcome::Refund(RefundOutcome::Refunded { amount })),
-            Some(account.id),
         ))
     }
 }
