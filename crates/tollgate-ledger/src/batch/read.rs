@@ -233,6 +233,40 @@ struct ReservationJson {
     session_charged: i64,
 }
 
+impl ReservationJson {
+    /// The open reservation the row describes, as the engine sees it.
+    fn into_open(self) -> Result<OpenReservation, sqlx::Error> {
+        // Rating-Group and Service-Identifier were written from u32 values.
+        let id32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
+        Ok(OpenReservation {
+            id: self.id,
+            account_id: self.account_id,
+            session_ref: self.session_ref,
+            service: ServiceKey {
+                service_context: self.service_context,
+                rating_group: id32(self.rating_group),
+                service_id: id32(self.service_id),
+            },
+            unit: self
+                .unit
+                .parse()
+                .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            allowance_id: self.allowance_id,
+            allowance_units: self.allowance_units,
+            pending_amount: self.pending_amount,
+            price: Price {
+                minor: self.price_minor,
+                per_units: self.price_per_units,
+            },
+            session_totals: SessionTotals {
+                used: self.session_used,
+                charged: self.session_charged,
+            },
+            new: false,
+        })
+    }
+}
+
 #[derive(Deserialize)]
 struct StoredJson {
     k: String,
@@ -258,39 +292,13 @@ impl BatchRead {
             stored: HashMap::new(),
             allowances: Vec::new(),
         };
-        let id32 = |v: Option<i64>| v.map(|v| v as u32);
         for row in rows {
             let kind: String = row.try_get("k")?;
             let v: String = row.try_get("v")?;
             match kind.as_str() {
                 "r" => {
                     let r: ReservationJson = from_json(&v)?;
-                    read.open.push(OpenReservation {
-                        id: r.id,
-                        account_id: r.account_id,
-                        session_ref: r.session_ref,
-                        service: ServiceKey {
-                            service_context: r.service_context,
-                            rating_group: id32(r.rating_group),
-                            service_id: id32(r.service_id),
-                        },
-                        unit: r
-                            .unit
-                            .parse()
-                            .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-                        allowance_id: r.allowance_id,
-                        allowance_units: r.allowance_units,
-                        pending_amount: r.pending_amount,
-                        price: Price {
-                            minor: r.price_minor,
-                            per_units: r.price_per_units,
-                        },
-                        session_totals: SessionTotals {
-                            used: r.session_used,
-                            charged: r.session_charged,
-                        },
-                        new: false,
-                    });
+                    read.open.push(r.into_open()?);
                 }
                 "i" => {
                     let s: StoredJson = from_json(&v)?;
@@ -316,31 +324,23 @@ const OPEN_RES_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_contex
     r.price_minor, r.price_per_units, r.session_used, r.session_charged";
 
 fn open_reservation_from_row(r: &AnyRow) -> Result<OpenReservation, sqlx::Error> {
-    let unit: String = r.try_get("unit")?;
-    let id32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
-    Ok(OpenReservation {
+    ReservationJson {
         id: r.try_get("id")?,
         account_id: r.try_get("account_id")?,
         session_ref: r.try_get("session_ref")?,
-        service: ServiceKey {
-            service_context: r.try_get("service_context")?,
-            rating_group: id32(r.try_get("rating_group")?),
-            service_id: id32(r.try_get("service_id")?),
-        },
-        unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        service_context: r.try_get("service_context")?,
+        rating_group: r.try_get("rating_group")?,
+        service_id: r.try_get("service_id")?,
+        unit: r.try_get("unit")?,
         allowance_id: r.try_get("allowance_id")?,
         allowance_units: r.try_get("allowance_units")?,
         pending_amount: r.try_get("pending_amount")?,
-        price: Price {
-            minor: r.try_get("price_minor")?,
-            per_units: r.try_get("price_per_units")?,
-        },
-        session_totals: SessionTotals {
-            used: r.try_get("session_used")?,
-            charged: r.try_get("session_charged")?,
-        },
-        new: false,
-    })
+        price_minor: r.try_get("price_minor")?,
+        price_per_units: r.try_get("price_per_units")?,
+        session_used: r.try_get("session_used")?,
+        session_charged: r.try_get("session_charged")?,
+    }
+    .into_open()
 }
 
 /// Up to `chunk` reservations open past their expiry, with their accounts locked (in id
