@@ -53,7 +53,10 @@ impl SubscriptionId {
     pub fn new(kind: SubscriptionType, data: impl Into<String>) -> Self {
         let data = data.into();
         let data = match kind {
-            SubscriptionType::E164 => normalize_e164(&data).unwrap_or(data),
+            // Most numbers arrive as digits already: keep them without a copy.
+            SubscriptionType::E164 if !is_stored_e164(&data) => {
+                normalize_e164(&data).unwrap_or(data)
+            }
             _ => data,
         };
         SubscriptionId { kind, data }
@@ -61,6 +64,11 @@ impl SubscriptionId {
     pub fn e164(msisdn: impl Into<String>) -> Self {
         Self::new(SubscriptionType::E164, msisdn)
     }
+}
+
+/// Already the stored form of [`normalize_e164`].
+fn is_stored_e164(text: &str) -> bool {
+    (1..=15).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// An E.164 number as Tollgate stores and matches it: its digits alone, `None` when the text is
@@ -82,7 +90,7 @@ pub fn normalize_e164(text: &str) -> Option<String> {
             _ => return None,
         }
     }
-    (1..=15).contains(&digits.len()).then_some(digits)
+    is_stored_e164(&digits).then_some(digits)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
