@@ -181,7 +181,7 @@ fn render(metrics: &Metrics, node: &Node) -> String {
 async fn ledger_metrics(ledger: &SqlLedger) -> String {
     let db = ledger.database();
     let row = sqlx::query_as::<_, (i64, i64)>(
-        "SELECT COUNT(*), CAST(COALESCE(SUM(pending_amount), 0) AS BIGINT) FROM reservations WHERE status = 'open'",
+        "SELECT COUNT(*), CAST(COALESCE(SUM(pending_amount), 0) AS BIGINT) FROM session_credits",
     )
     .fetch_one(&db.pool)
     .await;

@@ -80,7 +80,7 @@ async fn load_agrees_with_server(backend: Backend, rate: Option<u64>) {
     sqlx::any::install_default_drivers();
     use sqlx::Connection;
     let mut db = sqlx::AnyConnection::connect(&store.url).await.unwrap();
-    let (open,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM reservations WHERE status = 'open'")
+    let (open,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM v_open_reservations")
         .fetch_one(&mut db)
         .await
         .unwrap();

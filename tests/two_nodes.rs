@@ -123,7 +123,7 @@ async fn two_nodes_charge_shared_accounts_exactly() {
     store.verify();
     assert_eq!(
         store
-            .scalar("SELECT COUNT(*) FROM reservations WHERE status = 'open'")
+            .scalar("SELECT COUNT(*) FROM v_open_reservations")
             .await,
         0,
         "every flow ended: nothing stays reserved"
@@ -140,7 +140,7 @@ async fn two_nodes_charge_shared_accounts_exactly() {
     assert_eq!(
         store
             .scalar(
-                "SELECT COUNT(*) FROM (SELECT request_key FROM ledger_entries WHERE kind = 'post' \
+                "SELECT COUNT(*) FROM (SELECT request_key FROM v_entries WHERE kind = 'post' \
                  GROUP BY request_key HAVING COUNT(*) > 1) t"
             )
             .await,
@@ -150,7 +150,7 @@ async fn two_nodes_charge_shared_accounts_exactly() {
     assert_eq!(
         store
             .scalar(
-                "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'post' \
+                "SELECT COUNT(*) FROM v_entries WHERE kind = 'post' \
                  AND -amount + unbilled <> used_units"
             )
             .await,
@@ -162,7 +162,9 @@ async fn two_nodes_charge_shared_accounts_exactly() {
         .scalar("SELECT CAST(SUM(balance) AS BIGINT) FROM accounts")
         .await;
     let charged = store
-        .scalar("SELECT CAST(COALESCE(SUM(-amount), 0) AS BIGINT) FROM ledger_entries WHERE kind = 'post'")
+        .scalar(
+            "SELECT CAST(COALESCE(SUM(-amount), 0) AS BIGINT) FROM v_entries WHERE kind = 'post'",
+        )
         .await;
     assert!(charged > 0);
     assert_eq!(

@@ -86,23 +86,56 @@ async fn begin(db: &Database) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, A
     Ok(crate::store::begin_transaction(db).await?)
 }
 
-/// Insert a money or allowance entry and move the cached sums with it.
+/// Units credited to an allowance by a top-up entry.
+struct AllowanceCredit {
+    allowance_id: i64,
+    units: i64,
+}
+
+/// The next ledger entry id (`v_entries.entry_id`): PostgreSQL's sequence, SQLite's counter
+/// (migrations/sqlite/0003_ledger_v2.sql; the caller holds the write lock).
+async fn next_entry_id(
+    conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
+) -> Result<i64, sqlx::Error> {
+    let sql = match dialect {
+        Dialect::Postgres => "SELECT nextval('ledger_entry_ids') AS id",
+        Dialect::Sqlite => {
+            "UPDATE ledger_counters SET next_entry_id = next_entry_id + 1 WHERE id = 1 \
+             RETURNING next_entry_id - 1 AS id"
+        }
+    };
+    sqlx::query(sql).fetch_one(&mut *conn).await?.try_get("id")
+}
+
+/// Insert a money or allowance top-up entry (a journal row of its own, keyed by its entry
+/// id: a top-up is not a Diameter request) and move the cached sums with it.
 async fn topup_entry(
     conn: &mut sqlx::AnyConnection,
+    dialect: Dialect,
     account: &str,
     amount: i64,
-    allowance: Option<(i64, i64)>,
+    allowance: Option<AllowanceCredit>,
     now: Timestamp,
 ) -> Result<(), sqlx::Error> {
-    let (aid, units) = allowance.map(|(a, u)| (Some(a), u)).unwrap_or((None, 0));
-    sqlx::query("INSERT INTO ledger_entries (account_id, kind, amount, allowance_id, units, created_at_ms) VALUES ($1, 'topup', $2, $3, $4, $5)")
-        .bind(account)
-        .bind(amount)
-        .bind(aid)
-        .bind(units)
-        .bind(now.0)
-        .execute(&mut *conn)
-        .await?;
+    let (aid, units) = match &allowance {
+        Some(a) => (Some(a.allowance_id), a.units),
+        None => (None, 0),
+    };
+    let entry_id = next_entry_id(conn, dialect).await?;
+    sqlx::query(
+        "INSERT INTO journal (request_key, part, op, account_id, entry_id, kind, amount, \
+         allowance_id, units, created_at_ms) VALUES ($1, 0, 'topup', $2, $3, 'topup', $4, $5, $6, $7)",
+    )
+    .bind(format!("~topup:{entry_id}"))
+    .bind(account)
+    .bind(entry_id)
+    .bind(amount)
+    .bind(aid)
+    .bind(units)
+    .bind(now.0)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("UPDATE accounts SET balance = balance + $1 WHERE id = $2")
         .bind(amount)
         .bind(account)
@@ -184,7 +217,7 @@ pub async fn create_account(
                 .await?;
         }
         if a.balance.0 != 0 {
-            topup_entry(&mut conn, &a.id, a.balance.0, None, now).await?;
+            topup_entry(&mut conn, db.dialect, &a.id, a.balance.0, None, now).await?;
         }
         for al in &a.allowances {
             let row = sqlx::query("INSERT INTO allowances (account_id, unit, valid_until_ms, created_at_ms) VALUES ($1, $2, $3, $4) RETURNING id")
@@ -195,7 +228,17 @@ pub async fn create_account(
                 .fetch_one(&mut *conn)
                 .await?;
             let id: i64 = row.try_get("id")?;
-            topup_entry(&mut conn, &a.id, 0, Some((id, al.units as i64)), now).await?;
+            topup_entry(
+                &mut conn,
+                db.dialect,
+                &a.id,
+                0,
+                Some(AllowanceCredit {
+                    allowance_id: id,
+                    units: al.units as i64,
+                }),
+                now,
+            ).await?;
         }
         Ok(())
     }
@@ -231,7 +274,7 @@ pub async fn topup(
                 "bad --amount: would take the account below its credit limit".into(),
             ));
         }
-        topup_entry(&mut conn, id, amount, None, now).await?;
+        topup_entry(&mut conn, db.dialect, id, amount, None, now).await?;
         Ok(())
     }
     .await;
@@ -463,61 +506,78 @@ async fn problems(
     Ok(())
 }
 
-/// Recompute every balance from the entries and check the reservation life cycle (DESIGN §3).
+/// Recompute every balance from the entries and check the reservation life cycle (docs/ledger.md,
+/// "Verify").
 pub async fn verify(db: &Database) -> Result<VerifyReport, AdminError> {
     let mut rep = VerifyReport::default();
-    let count = |t: &'static str| async move {
-        sqlx::query(&format!("SELECT COUNT(*) AS n FROM {t}"))
+    let count = |sql: &'static str| async move {
+        sqlx::query(sql)
             .fetch_one(&db.pool)
             .await
             .and_then(|r| r.try_get::<i64, _>("n"))
     };
-    rep.accounts = count("accounts").await?;
-    rep.entries = count("ledger_entries").await?;
-    rep.reservations = count("reservations").await?;
-    let cat = match db.dialect {
-        Dialect::Postgres => "||",
-        Dialect::Sqlite => "||",
-    };
+    rep.accounts = count("SELECT COUNT(*) AS n FROM accounts").await?;
+    rep.entries = count("SELECT COUNT(*) AS n FROM v_entries").await?;
+    rep.reservations = count(
+        "SELECT COUNT(DISTINCT reservation_id) AS n FROM v_entries WHERE reservation_id IS NOT NULL",
+    )
+    .await?;
     let txt = |e: &str| format!("CAST({e} AS TEXT)");
     problems(db, &format!(
-        "SELECT 'account ' {cat} account_id {cat} ' cached balance ' {cat} {} {cat} ' reserved ' {cat} {} {cat} ' but entries sum to ' {cat} {} {cat} ' / ' {cat} {} AS detail \
+        "SELECT 'account ' || account_id || ' cached balance ' || {} || ' reserved ' || {} || ' but entries sum to ' || {} || ' / ' || {} AS detail \
          FROM v_balances WHERE balance <> entries_balance OR reserved <> entries_reserved ORDER BY account_id",
         txt("balance"), txt("reserved"), txt("entries_balance"), txt("entries_reserved")), &mut rep, "balance mismatch").await?;
     problems(db, &format!(
-        "SELECT 'allowance ' {cat} {} {cat} ' cached ' {cat} {} {cat} '/' {cat} {} {cat} ' but entries sum to ' {cat} {} {cat} '/' {cat} {} AS detail FROM allowances al \
-         LEFT JOIN (SELECT allowance_id, SUM(units) AS u, SUM(pending_units) AS p FROM ledger_entries WHERE allowance_id IS NOT NULL GROUP BY allowance_id) e ON e.allowance_id = al.id \
+        "SELECT 'allowance ' || {} || ' cached ' || {} || '/' || {} || ' but entries sum to ' || {} || '/' || {} AS detail FROM allowances al \
+         LEFT JOIN (SELECT allowance_id, SUM(units) AS u, SUM(pending_units) AS p FROM v_entries WHERE allowance_id IS NOT NULL GROUP BY allowance_id) e ON e.allowance_id = al.id \
          WHERE al.remaining <> COALESCE(e.u, 0) OR al.reserved <> COALESCE(e.p, 0) ORDER BY al.id",
         txt("al.id"), txt("al.remaining"), txt("al.reserved"), txt("COALESCE(e.u, 0)"), txt("COALESCE(e.p, 0)")), &mut rep, "allowance mismatch").await?;
+    // The views join accounts, so an entry naming a missing account is looked for in the
+    // journal itself (it has no foreign keys, migrations/postgres/0006_ledger_v2.sql).
     problems(db, &format!(
-        "SELECT 'entry ' {cat} {} {cat} ' names account ' {cat} e.account_id {cat} ' which does not exist' AS detail FROM ledger_entries e \
-         LEFT JOIN accounts a ON a.id = e.account_id WHERE a.id IS NULL", txt("e.id")), &mut rep, "orphan entry").await?;
-    // Life cycle: one pending entry; open ⇔ no resolving entry; resolved ⇔ exactly one, of the
-    // kind matching the status, returning exactly the pending amount.
+        "SELECT 'entry ' || {} || ' names account ' || j.account_id || ' which does not exist' AS detail FROM journal j \
+         LEFT JOIN accounts a ON a.id = j.account_id WHERE (j.kind IS NOT NULL OR j.hold_entry_id IS NOT NULL) AND a.id IS NULL",
+        txt("COALESCE(j.entry_id, j.hold_entry_id)")), &mut rep, "orphan entry").await?;
+    // Every request's rows are answered by its part 0: without it a retransmission would be
+    // applied again.
+    problems(db,
+        "SELECT DISTINCT 'request ' || j.request_key || ' has journal rows but no stored answer' AS detail FROM journal j \
+         WHERE j.request_key NOT LIKE '~%' AND NOT EXISTS (SELECT 1 FROM journal p \
+           WHERE p.request_key = j.request_key AND p.part = 0 AND p.outcome IS NOT NULL) ORDER BY detail",
+        &mut rep, "journal").await?;
+    // Life cycle: every reservation has one pending entry and at most one resolving entry
+    // (post, void, expire). Open (its session credit holds it) ⇔ none resolved it yet, and
+    // its entries still hold exactly what the credit says; resolved ⇔ the resolving entry
+    // returned exactly what the pending entry held.
     problems(db, &format!(
-        "SELECT 'reservation ' {cat} r.id {cat} ' status ' {cat} r.status {cat} ' has ' {cat} {} {cat} ' pending and ' {cat} {} {cat} ' resolving entries' AS detail \
-         FROM reservations r LEFT JOIN (SELECT reservation_id, \
+        "SELECT 'reservation ' || e.reservation_id || ' has ' || {} || ' pending and ' || {} || ' resolving entries, holds ' || {} || ' and ' || {} || ' units' \
+           || CASE WHEN c.reservation_id IS NULL THEN ' (resolved)' ELSE ' (open, credit holds ' || {} || ' and ' || {} || ' units)' END AS detail \
+         FROM (SELECT reservation_id, \
              SUM(CASE WHEN kind = 'pending' THEN 1 ELSE 0 END) AS np, \
              SUM(CASE WHEN kind IN ('post', 'void', 'expire') THEN 1 ELSE 0 END) AS nr, \
-             SUM(CASE WHEN kind = 'pending' AND pending_delta = r2.pending_amount AND pending_units = r2.allowance_units THEN 1 ELSE 0 END) AS okp, \
-             SUM(CASE WHEN kind IN ('post', 'void', 'expire') AND pending_delta = -r2.pending_amount AND pending_units = -r2.allowance_units \
-                  AND ((kind = 'post' AND r2.status = 'posted') OR (kind = 'void' AND r2.status = 'voided') OR (kind = 'expire' AND r2.status = 'expired')) THEN 1 ELSE 0 END) AS okr \
-           FROM ledger_entries JOIN reservations r2 ON r2.id = reservation_id GROUP BY reservation_id) e ON e.reservation_id = r.id \
-         WHERE COALESCE(e.np, 0) <> 1 OR COALESCE(e.okp, 0) <> 1 \
-            OR (r.status = 'open' AND COALESCE(e.nr, 0) <> 0) \
-            OR (r.status <> 'open' AND (COALESCE(e.nr, 0) <> 1 OR COALESCE(e.okr, 0) <> 1)) ORDER BY r.id",
-        txt("COALESCE(e.np, 0)"), txt("COALESCE(e.nr, 0)")), &mut rep, "reservation life cycle").await?;
-    // Posts: a non-negative charge equal to what the reservation records.
+             SUM(pending_delta) AS held, SUM(pending_units) AS held_units \
+           FROM v_entries WHERE reservation_id IS NOT NULL GROUP BY reservation_id) e \
+         LEFT JOIN session_credits c ON c.reservation_id = e.reservation_id \
+         WHERE e.np <> 1 OR e.nr > 1 \
+            OR (c.reservation_id IS NULL AND (e.nr <> 1 OR e.held <> 0 OR e.held_units <> 0)) \
+            OR (c.reservation_id IS NOT NULL AND (e.nr <> 0 OR e.held <> c.pending_amount OR e.held_units <> c.allowance_units)) \
+         ORDER BY e.reservation_id",
+        txt("e.np"), txt("e.nr"), txt("e.held"), txt("e.held_units"), txt("c.pending_amount"), txt("c.allowance_units")), &mut rep, "reservation life cycle").await?;
+    problems(db,
+        "SELECT 'session credit ' || c.credit_id || ' holds reservation ' || c.reservation_id || ' which has no pending entry' AS detail \
+         FROM session_credits c WHERE NOT EXISTS \
+           (SELECT 1 FROM v_entries e WHERE e.reservation_id = c.reservation_id AND e.kind = 'pending') ORDER BY c.credit_id",
+        &mut rep, "reservation life cycle").await?;
+    // Posts: a charge is never a credit, and what the floor refused is never negative.
     problems(db, &format!(
-        "SELECT 'post entry ' {cat} {} {cat} ' charges ' {cat} {} {cat} ' but reservation ' {cat} r.id {cat} ' records ' {cat} {} AS detail \
-         FROM ledger_entries e JOIN reservations r ON r.id = e.reservation_id \
-         WHERE e.kind = 'post' AND (e.amount > 0 OR r.charged IS NULL OR -e.amount <> r.charged) ORDER BY e.id",
-        txt("e.id"), txt("-e.amount"), txt("COALESCE(r.charged, -1)")), &mut rep, "post").await?;
+        "SELECT 'post entry ' || {} || ' charges ' || {} || ' with ' || {} || ' unbilled' AS detail \
+         FROM v_entries e WHERE e.kind = 'post' AND (e.amount > 0 OR e.unbilled < 0) ORDER BY e.entry_id",
+        txt("e.entry_id"), txt("-e.amount"), txt("e.unbilled")), &mut rep, "post").await?;
     // Overdraft policy: after every entry, balance − reserved ≥ −credit_limit (entries of one
     // account are written under its row lock, so id order is the order they happened in).
     problems(db, &format!(
-        "SELECT 'account ' {cat} x.account_id {cat} ' below its credit limit after entry ' {cat} {} AS detail FROM \
-           (SELECT e.account_id, e.id, SUM(e.amount - e.pending_delta) OVER (PARTITION BY e.account_id ORDER BY e.id) AS avail FROM ledger_entries e) x \
-         JOIN accounts a ON a.id = x.account_id WHERE x.avail + a.credit_limit < 0 ORDER BY x.id", txt("x.id")), &mut rep, "overdraft").await?;
+        "SELECT 'account ' || x.account_id || ' below its credit limit after entry ' || {} AS detail FROM \
+           (SELECT e.account_id, e.entry_id, SUM(e.amount - e.pending_delta) OVER (PARTITION BY e.account_id ORDER BY e.entry_id) AS avail FROM v_entries e) x \
+         JOIN accounts a ON a.id = x.account_id WHERE x.avail + a.credit_limit < 0 ORDER BY x.entry_id", txt("x.entry_id")), &mut rep, "overdraft").await?;
     Ok(rep)
 }

@@ -39,7 +39,9 @@ async fn the_auditor_role_reads_every_table_and_view_and_writes_nothing() {
     for expected in [
         "accounts",
         "catalog_version",
-        "ledger_entries",
+        "journal",
+        "session_credits",
+        "reservations_v1",
         "v_balances",
         "v_charging_records",
         "v_entries",

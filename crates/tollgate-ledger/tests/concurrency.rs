@@ -121,9 +121,9 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
     }
     // Σ non-topup entries = balance change; nobody below the credit limit; verify passes.
     let rows = sqlx::query("SELECT a.id, a.balance, a.reserved, a.credit_limit, \
-            (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries e WHERE e.account_id = a.id AND kind = 'topup') AS topups, \
-            (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM ledger_entries e WHERE e.account_id = a.id AND kind <> 'topup') AS moved, \
-            (SELECT COUNT(*) FROM ledger_entries e WHERE e.account_id = a.id AND kind = 'post') AS posts FROM accounts a ORDER BY a.id")
+            (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM v_entries e WHERE e.account_id = a.id AND kind = 'topup') AS topups, \
+            (SELECT CAST(COALESCE(SUM(amount), 0) AS BIGINT) FROM v_entries e WHERE e.account_id = a.id AND kind <> 'topup') AS moved, \
+            (SELECT COUNT(*) FROM v_entries e WHERE e.account_id = a.id AND kind = 'post') AS posts FROM accounts a ORDER BY a.id")
         .fetch_all(&db.pool)
         .await
         .expect("sums");

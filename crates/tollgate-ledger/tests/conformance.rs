@@ -135,11 +135,7 @@ async fn suite(test_db: TestDb) {
         .expect("retry");
     assert_eq!(again, r1, "a retry returns the stored outcome");
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'pending'"
-        )
-        .await,
+        scalar(&db, "SELECT COUNT(*) FROM v_entries WHERE kind = 'pending'").await,
         1
     );
     let changed = l
@@ -406,11 +402,7 @@ async fn suite(test_db: TestDb) {
         Money(1020)
     );
     assert_eq!(
-        scalar(
-            &db,
-            "SELECT COUNT(*) FROM ledger_entries WHERE kind = 'refund'"
-        )
-        .await,
+        scalar(&db, "SELECT COUNT(*) FROM v_entries WHERE kind = 'refund'").await,
         2
     );
 
@@ -436,12 +428,12 @@ async fn suite(test_db: TestDb) {
                 .expect("bypass trigger");
         }
         Dialect::Sqlite => {
-            conn.execute("DROP TRIGGER ledger_entries_no_update")
+            conn.execute("DROP TRIGGER journal_no_update")
                 .await
                 .expect("drop trigger");
         }
     }
-    conn.execute("UPDATE ledger_entries SET amount = amount - 1 WHERE id = (SELECT MIN(id) FROM ledger_entries WHERE kind = 'post')")
+    conn.execute("UPDATE journal SET amount = amount - 1, pending_delta = pending_delta + 1 WHERE entry_id = (SELECT MIN(entry_id) FROM journal WHERE kind = 'post')")
         .await
         .expect("corrupt");
     if db.dialect == Dialect::Postgres {
@@ -460,7 +452,9 @@ async fn suite(test_db: TestDb) {
         rep.problems
     );
     assert!(
-        rep.problems.iter().any(|p| p.starts_with("post")),
+        rep.problems
+            .iter()
+            .any(|p| p.starts_with("reservation life cycle")),
         "{:?}",
         rep.problems
     );
@@ -643,7 +637,7 @@ async fn edges(test_db: TestDb) {
     assert_eq!(
         scalar(
             &db,
-            "SELECT unbilled FROM ledger_entries WHERE request_key LIKE '%|2:d1|2|'"
+            "SELECT unbilled FROM v_entries WHERE request_key LIKE '%|2:d1|2|'"
         )
         .await,
         30
@@ -883,7 +877,7 @@ async fn edges(test_db: TestDb) {
     assert_eq!(
         scalar(
             &db,
-            "SELECT COUNT(*) FROM reservations WHERE session_ref LIKE 'gc%'"
+            "SELECT COUNT(*) FROM v_open_reservations WHERE session_ref LIKE 'gc%'"
         )
         .await,
         8

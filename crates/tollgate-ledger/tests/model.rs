@@ -442,7 +442,7 @@ async fn check_invariants(db: &Database, model: &MoneyModel, when: &str) {
     // A key is charged at most once.
     let twice = ints(
         db,
-        "SELECT request_key, COUNT(*), 0, 0 FROM ledger_entries          WHERE kind IN ('post', 'direct_debit', 'refund') GROUP BY request_key HAVING COUNT(*) > 1",
+        "SELECT request_key, COUNT(*), 0, 0 FROM v_entries WHERE kind IN ('post', 'direct_debit', 'refund') GROUP BY request_key HAVING COUNT(*) > 1",
     )
     .await;
     assert!(twice.is_empty(), "{when}: keys charged twice: {twice:?}");

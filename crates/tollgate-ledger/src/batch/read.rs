@@ -13,7 +13,7 @@ use std::collections::{BTreeSet, HashMap};
 use tollgate_ocs::engine::*;
 use tollgate_ocs::*;
 
-/// The batch's sessions, as the JSON row set the lock and read statements take.
+/// The batch's sessions, as the JSON array the lock and read statements take.
 struct BatchKeys {
     sessions: String,
 }
@@ -26,16 +26,7 @@ impl BatchKeys {
             _ => None,
         }));
         BatchKeys {
-            // Each session with the status its reservations are wanted in ("open"), as data:
-            // with `status = 'open'` in the SQL the planner may read the partial index
-            // `reservations_expiry` end to end (every open reservation, and until the next
-            // vacuum every recently resolved one) whenever its statistics are stale; with the
-            // status as data it can only look each session up in `reservations_session`.
-            sessions: json!(sessions
-                .iter()
-                .map(|s| json!({"ref": s, "st": "open"}))
-                .collect::<Vec<_>>())
-            .to_string(),
+            sessions: json!(sessions).to_string(),
         }
     }
 }
@@ -54,17 +45,16 @@ async fn lock_accounts(
         Dialect::Postgres => format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
                SELECT jsonb_array_elements_text(CAST($1 AS JSONB)) \
-               UNION SELECT r.account_id FROM reservations r \
-                 JOIN jsonb_to_recordset(CAST($2 AS JSONB)) AS x(ref text, st text) \
-                 ON r.session_ref = x.ref AND r.status = x.st) \
+               UNION SELECT c.account_id FROM session_credits c \
+                 WHERE c.session_ref IN (SELECT jsonb_array_elements_text(CAST($2 AS JSONB)))) \
              ORDER BY a.id FOR UPDATE"
         ),
         // CROSS JOIN makes the JSON rows the outer loop: each key is one index lookup.
         Dialect::Sqlite => format!(
             "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN ( \
                SELECT value FROM json_each($1) \
-               UNION SELECT r.account_id FROM json_each($2) x CROSS JOIN reservations r \
-                 ON r.session_ref = x.value ->> 'ref' AND r.status = x.value ->> 'st') \
+               UNION SELECT c.account_id FROM json_each($2) x CROSS JOIN session_credits c \
+                 ON c.session_ref = x.value) \
              ORDER BY a.id"
         ),
     };
@@ -178,59 +168,82 @@ pub(super) async fn read_locked(
     ))
 }
 
+/// The columns of an open session credit, named as [`ReservationJson`] reads them.
+macro_rules! credit_cols {
+    () => {
+        "c.reservation_id AS id, c.credit_id, c.account_id, c.session_ref, c.service_context, \
+         c.rating_group, c.service_id, c.unit, c.granted_units, c.allowance_id, \
+         c.allowance_units, c.pending_amount, c.price_minor, c.price_per_units, \
+         c.expires_at_ms, c.session_used, c.session_charged, c.request_key, c.opened_at_ms, \
+         c.granted_at_ms"
+    };
+}
+
 /// Step 2 as one statement (one round trip): every kind of row the batch needs that the
-/// catalog does not hold, each row as (kind, JSON text). $1 sessions with the wanted status,
-/// $2 request keys, $3 locked account ids, $4 now. Only valid allowances can be drawn on;
-/// expired ones are still posted to by id (deltas), which needs no read.
-const READ_BATCH: &str = "\
-SELECT 'r' AS k, CAST(row_to_json(r) AS TEXT) AS v FROM (SELECT r.id, r.account_id, r.session_ref, \
-    r.service_context, r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, \
-    r.pending_amount, r.price_minor, r.price_per_units, r.session_used, r.session_charged \
-  FROM reservations r JOIN jsonb_to_recordset(CAST($1 AS JSONB)) AS x(ref text, st text) \
-  ON r.session_ref = x.ref AND r.status = x.st) r \
+/// catalog does not hold, each row as (kind, JSON text). $1 session refs, $2 request keys,
+/// $3 locked account ids, $4 now. Stored answers are part 0 of their request's journal rows.
+/// Only valid allowances can be drawn on; expired ones are still posted to by id (deltas),
+/// which needs no read.
+const READ_BATCH: &str = concat!(
+    "SELECT 'r' AS k, CAST(row_to_json(c) AS TEXT) AS v FROM (SELECT ",
+    credit_cols!(),
+    " FROM session_credits c \
+  WHERE c.session_ref IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB)))) c \
 UNION ALL SELECT 'i', CAST(json_build_object('k', request_key, 'f', fingerprint, \
-    'o', CAST(outcome AS TEXT)) AS TEXT) \
-  FROM idempotency_keys WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($2 AS JSONB))) \
+    'o', outcome) AS TEXT) \
+  FROM journal WHERE request_key IN (SELECT jsonb_array_elements_text(CAST($2 AS JSONB))) \
+    AND part = 0 \
 UNION ALL SELECT 'a', CAST(row_to_json(w) AS TEXT) FROM (SELECT id, account_id, unit, \
     valid_until_ms, remaining, reserved FROM allowances \
   WHERE account_id IN (SELECT jsonb_array_elements_text(CAST($3 AS JSONB))) \
-    AND valid_until_ms > $4) w";
+    AND valid_until_ms > $4) w"
+);
 
 /// [`READ_BATCH`] in SQLite's dialect: the same rows as the same JSON (`json_object` with
 /// the column names `row_to_json` uses). The JSON rows drive each join (CROSS JOIN keeps them
 /// the outer loop), so every key is one index lookup.
 const READ_BATCH_SQLITE: &str = "\
-SELECT 'r' AS k, json_object('id', r.id, 'account_id', r.account_id, \
-    'session_ref', r.session_ref, 'service_context', r.service_context, \
-    'rating_group', r.rating_group, 'service_id', r.service_id, 'unit', r.unit, \
-    'allowance_id', r.allowance_id, 'allowance_units', r.allowance_units, \
-    'pending_amount', r.pending_amount, 'price_minor', r.price_minor, \
-    'price_per_units', r.price_per_units, 'session_used', r.session_used, \
-    'session_charged', r.session_charged) AS v \
-  FROM json_each($1) x CROSS JOIN reservations r \
-  ON r.session_ref = x.value ->> 'ref' AND r.status = x.value ->> 'st' \
+SELECT 'r' AS k, json_object('id', c.reservation_id, 'credit_id', c.credit_id, \
+    'account_id', c.account_id, \
+    'session_ref', c.session_ref, 'service_context', c.service_context, \
+    'rating_group', c.rating_group, 'service_id', c.service_id, 'unit', c.unit, \
+    'granted_units', c.granted_units, \
+    'allowance_id', c.allowance_id, 'allowance_units', c.allowance_units, \
+    'pending_amount', c.pending_amount, 'price_minor', c.price_minor, \
+    'price_per_units', c.price_per_units, 'expires_at_ms', c.expires_at_ms, \
+    'session_used', c.session_used, 'session_charged', c.session_charged, \
+    'request_key', c.request_key, 'opened_at_ms', c.opened_at_ms, \
+    'granted_at_ms', c.granted_at_ms) AS v \
+  FROM json_each($1) x CROSS JOIN session_credits c ON c.session_ref = x.value \
 UNION ALL SELECT 'i', json_object('k', request_key, 'f', fingerprint, 'o', outcome) \
-  FROM idempotency_keys WHERE request_key IN (SELECT value FROM json_each($2)) \
+  FROM json_each($2) x CROSS JOIN journal ON request_key = x.value AND part = 0 \
 UNION ALL SELECT 'a', json_object('id', id, 'account_id', account_id, 'unit', unit, \
     'valid_until_ms', valid_until_ms, 'remaining', remaining, 'reserved', reserved) \
   FROM allowances WHERE account_id IN (SELECT value FROM json_each($3)) AND valid_until_ms > $4";
 
+/// A `session_credits` row as step 2 and the sweeper read it.
 #[derive(Deserialize)]
 struct ReservationJson {
     id: String,
+    credit_id: String,
     account_id: String,
     session_ref: String,
     service_context: String,
     rating_group: Option<i64>,
     service_id: Option<i64>,
     unit: String,
+    granted_units: i64,
     allowance_id: Option<i64>,
     allowance_units: i64,
     pending_amount: i64,
     price_minor: i64,
     price_per_units: i64,
+    expires_at_ms: i64,
     session_used: i64,
     session_charged: i64,
+    request_key: String,
+    opened_at_ms: i64,
+    granted_at_ms: i64,
 }
 
 impl ReservationJson {
@@ -240,6 +253,7 @@ impl ReservationJson {
         let id32 = |v: Option<i64>| v.and_then(|v| u32::try_from(v).ok());
         Ok(OpenReservation {
             id: self.id,
+            credit_id: self.credit_id,
             account_id: self.account_id,
             session_ref: self.session_ref,
             service: ServiceKey {
@@ -251,6 +265,7 @@ impl ReservationJson {
                 .unit
                 .parse()
                 .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            granted_units: self.granted_units,
             allowance_id: self.allowance_id,
             allowance_units: self.allowance_units,
             pending_amount: self.pending_amount,
@@ -258,11 +273,14 @@ impl ReservationJson {
                 minor: self.price_minor,
                 per_units: self.price_per_units,
             },
+            expires_at: Timestamp(self.expires_at_ms),
             session_totals: SessionTotals {
                 used: self.session_used,
                 charged: self.session_charged,
             },
-            new: false,
+            request_key: self.request_key,
+            opened_at: Timestamp(self.opened_at_ms),
+            granted_at: Timestamp(self.granted_at_ms),
         })
     }
 }
@@ -319,33 +337,37 @@ impl BatchRead {
     }
 }
 
-const OPEN_RES_COLS: &str = "r.id, r.account_id, r.session_ref, r.service_context, \
-    r.rating_group, r.service_id, r.unit, r.allowance_id, r.allowance_units, r.pending_amount, \
-    r.price_minor, r.price_per_units, r.session_used, r.session_charged";
-
 fn open_reservation_from_row(r: &AnyRow) -> Result<OpenReservation, sqlx::Error> {
     ReservationJson {
         id: r.try_get("id")?,
+        credit_id: r.try_get("credit_id")?,
         account_id: r.try_get("account_id")?,
         session_ref: r.try_get("session_ref")?,
         service_context: r.try_get("service_context")?,
         rating_group: r.try_get("rating_group")?,
         service_id: r.try_get("service_id")?,
         unit: r.try_get("unit")?,
+        granted_units: r.try_get("granted_units")?,
         allowance_id: r.try_get("allowance_id")?,
         allowance_units: r.try_get("allowance_units")?,
         pending_amount: r.try_get("pending_amount")?,
         price_minor: r.try_get("price_minor")?,
         price_per_units: r.try_get("price_per_units")?,
+        expires_at_ms: r.try_get("expires_at_ms")?,
         session_used: r.try_get("session_used")?,
         session_charged: r.try_get("session_charged")?,
+        request_key: r.try_get("request_key")?,
+        opened_at_ms: r.try_get("opened_at_ms")?,
+        granted_at_ms: r.try_get("granted_at_ms")?,
     }
     .into_open()
 }
 
-/// Up to `chunk` reservations open past their expiry, with their accounts locked (in id
-/// order, as every batch locks) and re-read under the locks, so one a commit resolved
-/// meanwhile is not in the snapshot: the sweeper's snapshot for [`Engine::expire`].
+/// Up to `chunk` session credits open past their expiry, with their accounts locked (in id
+/// order, as every batch locks) and re-read under the locks, so one a commit resolved or
+/// regranted meanwhile is not in the snapshot: the sweeper's snapshot for [`Engine::expire`].
+/// The first read scans `session_credits`, which holds only open credits (an index on the
+/// expiry would cost every CCR-U its HOT update, migrations/postgres/0006_ledger_v2.sql).
 pub(crate) async fn load_expired(
     conn: &mut AnyConnection,
     dialect: Dialect,
@@ -353,15 +375,15 @@ pub(crate) async fn load_expired(
     chunk: i64,
 ) -> Result<Snapshot, sqlx::Error> {
     let ids: Vec<String> = sqlx::query(
-        "SELECT id FROM reservations WHERE status = 'open' AND expires_at_ms <= $1 \
-         ORDER BY id LIMIT $2",
+        "SELECT reservation_id FROM session_credits WHERE expires_at_ms <= $1 \
+         ORDER BY reservation_id LIMIT $2",
     )
     .bind(now.0)
     .bind(chunk)
     .fetch_all(&mut *conn)
     .await?
     .iter()
-    .map(|r| r.try_get::<String, _>("id"))
+    .map(|r| r.try_get::<String, _>("reservation_id"))
     .collect::<Result<_, _>>()?;
     let mut snapshot = Snapshot::default();
     if ids.is_empty() {
@@ -372,22 +394,25 @@ pub(crate) async fn load_expired(
         Dialect::Postgres => (
             format!(
                 "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN (SELECT account_id FROM \
-                 reservations WHERE id IN (SELECT jsonb_array_elements_text(CAST($1 AS JSONB)))) \
-                 ORDER BY a.id FOR UPDATE"
+                 session_credits WHERE reservation_id IN \
+                 (SELECT jsonb_array_elements_text(CAST($1 AS JSONB)))) ORDER BY a.id FOR UPDATE"
             ),
             format!(
-                "SELECT {OPEN_RES_COLS} FROM reservations r WHERE r.status = 'open' AND r.id IN \
-                 (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) ORDER BY r.id"
+                "SELECT {} FROM session_credits c WHERE c.reservation_id IN \
+                 (SELECT jsonb_array_elements_text(CAST($1 AS JSONB))) ORDER BY c.reservation_id",
+                credit_cols!()
             ),
         ),
         Dialect::Sqlite => (
             format!(
                 "SELECT {ACCOUNT_COLS} FROM accounts a WHERE a.id IN (SELECT account_id FROM \
-                 reservations WHERE id IN (SELECT value FROM json_each($1))) ORDER BY a.id"
+                 session_credits WHERE reservation_id IN (SELECT value FROM json_each($1))) \
+                 ORDER BY a.id"
             ),
             format!(
-                "SELECT {OPEN_RES_COLS} FROM reservations r WHERE r.status = 'open' AND r.id IN \
-                 (SELECT value FROM json_each($1)) ORDER BY r.id"
+                "SELECT {} FROM session_credits c WHERE c.reservation_id IN \
+                 (SELECT value FROM json_each($1)) ORDER BY c.reservation_id",
+                credit_cols!()
             ),
         ),
     };

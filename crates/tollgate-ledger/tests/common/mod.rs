@@ -122,8 +122,9 @@ pub fn used_in_every_unit(used: u64) -> tollgate_ocs::UsedUnits {
     }
 }
 
-/// Every row an auditor sees, without the generated ids (reservation ids are random; entry,
-/// record and allowance ids come from sequences) but in id order.
+/// Every row an auditor sees, and every stored answer, without the generated ids
+/// (reservation ids are random; entry, record and allowance ids come from sequences) but in
+/// id order.
 pub async fn dump(db: &tollgate_ledger::Database) -> Vec<String> {
     let queries = [
         "SELECT id || ' ' || balance || ' ' || reserved FROM accounts ORDER BY id",
@@ -131,19 +132,18 @@ pub async fn dump(db: &tollgate_ledger::Database) -> Vec<String> {
         "SELECT e.account_id || ' ' || e.kind || ' ' || e.amount || ' ' || e.pending_delta || ' ' \
          || e.units || ' ' || e.pending_units || ' ' || COALESCE(CAST(e.used_units AS TEXT), '-') \
          || ' ' || e.unbilled || ' ' || COALESCE(e.request_key, '-') || ' ' \
-         || COALESCE(r.session_ref, '-') || ' ' || CASE WHEN e.allowance_id IS NULL THEN 'money' ELSE 'allowance' END \
-         FROM ledger_entries e LEFT JOIN reservations r ON r.id = e.reservation_id ORDER BY e.id",
-        "SELECT session_ref || ' ' || status || ' ' || granted_units || ' ' || allowance_units || ' ' \
-         || pending_amount || ' ' || COALESCE(CAST(used_units AS TEXT), '-') || ' ' \
-         || COALESCE(CAST(charged AS TEXT), '-') || ' ' || session_used || ' ' || session_charged \
-         || ' ' || request_key || ' ' || expires_at_ms || ' ' || created_at_ms || ' ' \
-         || COALESCE(CAST(resolved_at_ms AS TEXT), '-') FROM reservations ORDER BY request_key, status",
+         || COALESCE(e.session_ref, '-') || ' ' || CASE WHEN e.allowance_id IS NULL THEN 'money' ELSE 'allowance' END \
+         || ' ' || e.created_at_ms FROM v_entries e ORDER BY e.entry_id",
+        "SELECT session_ref || ' ' || service_context || ' ' || COALESCE(CAST(rating_group AS TEXT), '-') \
+         || ' ' || unit || ' ' || granted_units || ' ' || allowance_units || ' ' || pending_amount \
+         || ' ' || session_used || ' ' || session_charged || ' ' || expires_at_ms || ' ' || created_at_ms \
+         FROM v_open_reservations ORDER BY session_ref, service_context, rating_group",
         "SELECT account_id || ' ' || kind || ' ' || session_ref || ' ' || unit || ' ' || used_units \
          || ' ' || charged || ' ' || request_key || ' ' || COALESCE(CAST(payload AS TEXT), 'NULL') \
          FROM charging_records ORDER BY id",
-        "SELECT request_key || ' ' || op || ' ' || fingerprint || ' ' || CAST(outcome AS TEXT) \
-         || ' ' || COALESCE(account_id, '-') || ' ' || created_at_ms FROM idempotency_keys \
-         ORDER BY request_key",
+        "SELECT request_key || ' ' || op || ' ' || fingerprint || ' ' || outcome \
+         || ' ' || COALESCE(account_id, '-') || ' ' || created_at_ms FROM journal \
+         WHERE part = 0 AND outcome IS NOT NULL ORDER BY request_key",
     ];
     let mut out = Vec::new();
     for q in queries {

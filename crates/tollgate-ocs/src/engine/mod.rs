@@ -49,6 +49,10 @@ pub enum EngineError {
     /// The next reservation of a commit failed after its post: never half-apply an operation.
     #[error("ledger engine: next reservation failed after post: {0}")]
     NextReservation(LedgerError),
+    /// An operation that failed left ledger entries behind: they would be written without an
+    /// answer stored for them.
+    #[error("ledger engine: {key} failed after making ledger entries")]
+    HalfApplied { key: String },
 }
 
 /// Where reservation ids come from: the store names them before it inserts them.
@@ -139,6 +143,7 @@ struct Posted {
 /// The parts of one ledger entry before it gets its place in the batch.
 struct EntrySpec<'a> {
     account: &'a str,
+    session_ref: Option<&'a str>,
     kind: &'static str,
     amount: i64,
     pending_delta: i64,
@@ -148,7 +153,6 @@ struct EntrySpec<'a> {
     reservation_id: Option<&'a str>,
     used_units: Option<i64>,
     unbilled: i64,
-    key: Option<&'a str>,
 }
 
 /// The parts of one charging record.
@@ -198,28 +202,35 @@ pub struct Engine<'i> {
     /// The accounts as loaded, to write their sums as deltas.
     initial: HashMap<String, Account>,
     allowance_delta: BTreeMap<i64, AllowanceSums>,
+    /// The session credits as loaded: the grant each held.
+    loaded: BTreeMap<CreditKey, String>,
     ids: &'i mut dyn ReservationIds,
-    new_reservations: Vec<NewReservation>,
-    resolutions: Vec<Resolution>,
-    entries: Vec<LedgerEntry>,
+    /// The entries of the operation being applied, until it is journaled.
+    op_entries: Vec<LedgerEntry>,
+    journal: Vec<JournalRow>,
+    entry_count: i64,
     records: Vec<ChargingRecord>,
-    stored_outcomes: Vec<StoredOutcomeRow>,
 }
 
 impl<'i> Engine<'i> {
     pub fn new(now: Timestamp, mut state: Snapshot, ids: &'i mut dyn ReservationIds) -> Self {
         state.open.sort_by(|a, b| a.id.cmp(&b.id));
+        let loaded = state
+            .open
+            .iter()
+            .map(|r| (r.credit_key(), r.id.clone()))
+            .collect();
         Engine {
             now,
             initial: state.accounts.clone(),
             state,
             allowance_delta: BTreeMap::new(),
+            loaded,
             ids,
-            new_reservations: Vec::new(),
-            resolutions: Vec::new(),
-            entries: Vec::new(),
+            op_entries: Vec::new(),
+            journal: Vec::new(),
+            entry_count: 0,
             records: Vec::new(),
-            stored_outcomes: Vec::new(),
         }
     }
 
@@ -248,21 +259,21 @@ impl<'i> Engine<'i> {
             Op::Commit(r) => self.commit(r, &key)?,
             Op::Release(r) => self.release(r, &key)?,
             Op::DirectDebit(r) => self.direct_debit(r, &key)?,
-            Op::Refund(r) => self.refund(r, &key)?,
+            Op::Refund(r) => self.refund(r)?,
         };
-        if let Ok(outcome) = &result {
+        let Ok(outcome) = &result else {
+            if !self.op_entries.is_empty() {
+                return Err(EngineError::HalfApplied { key });
+            }
+            return Ok(result);
+        };
+        {
             // Every outcome type is plain data: serializing it cannot fail.
             let text = serde_json::to_string(outcome).map_err(|e| EngineError::StoredOutcome {
                 key: key.clone(),
                 reason: e.to_string(),
             })?;
-            self.stored_outcomes.push(StoredOutcomeRow {
-                request_key: key.clone(),
-                op: op.name(),
-                fingerprint: fp.clone(),
-                outcome: text.clone(),
-                account_id: account,
-            });
+            self.journal_op(&key, op.name(), Some((fp.clone(), text.clone())), account);
             self.state.stored.insert(
                 key,
                 StoredOutcome {
@@ -301,16 +312,144 @@ impl<'i> Engine<'i> {
             .into_values()
             .filter(|d| d.remaining != 0 || d.reserved != 0)
             .collect();
+        // Session credits: compare what is open now with what was loaded, per credit key, so
+        // a credit ended and opened again in one batch is one update, never a delete and an
+        // insert of the same key.
+        let mut credits_opened = Vec::new();
+        let mut credits_regranted = Vec::new();
+        let mut still_open = std::collections::BTreeSet::new();
+        for r in &self.state.open {
+            let key = r.credit_key();
+            match self.loaded.get(&key) {
+                None => credits_opened.push(r.to_row()),
+                Some(was) if *was != r.id => credits_regranted.push(CreditRegrant {
+                    from_reservation_id: was.clone(),
+                    row: r.to_row(),
+                }),
+                Some(_) => {}
+            }
+            still_open.insert(key);
+        }
+        let credits_closed = self
+            .loaded
+            .into_iter()
+            .filter(|(key, _)| !still_open.contains(key))
+            .map(|(key, reservation_id)| CreditClose {
+                key,
+                reservation_id,
+            })
+            .collect();
         Ok(Effects {
             now: self.now,
-            new_reservations: self.new_reservations,
-            resolutions: self.resolutions,
-            entries: self.entries,
+            journal: self.journal,
+            entry_count: self.entry_count,
+            credits_opened,
+            credits_regranted,
+            credits_closed,
             account_sums,
             allowance_sums,
             records: self.records,
-            stored_outcomes: self.stored_outcomes,
         })
+    }
+
+    /// Journal the entries the operation made, under its key: part 0 carries the stored
+    /// answer and the first entry; a pending entry right after a post of the same
+    /// operation (a commit opening the next grant) rides on the post's row as its hold; any
+    /// other entry takes the next part. An answer with no entry still takes part 0.
+    fn journal_op(
+        &mut self,
+        key: &str,
+        op: &'static str,
+        answer: Option<(String, String)>,
+        account: Option<String>,
+    ) {
+        let entries = std::mem::take(&mut self.op_entries);
+        let (fingerprint, outcome) = answer.unzip();
+        let mut rows: Vec<JournalRow> = Vec::new();
+        for e in entries {
+            if e.kind == "pending" {
+                if let Some(last) = rows.last_mut() {
+                    if last.kind == Some("post")
+                        && last.hold_entry_no.is_none()
+                        && last.account_id.as_deref() == Some(e.account_id.as_str())
+                    {
+                        last.hold_entry_no = Some(self.entry_count);
+                        self.entry_count += 1;
+                        last.hold_reservation_id = e.reservation_id;
+                        last.hold_amount = e.pending_delta;
+                        last.hold_allowance_id = e.allowance_id;
+                        last.hold_units = e.pending_units;
+                        continue;
+                    }
+                }
+            }
+            let entry_no = self.entry_count;
+            self.entry_count += 1;
+            rows.push(JournalRow {
+                seq: 0,
+                request_key: key.to_string(),
+                part: 0,
+                op,
+                fingerprint: None,
+                outcome: None,
+                account_id: Some(e.account_id),
+                session_ref: e.session_ref,
+                entry_no: Some(entry_no),
+                kind: Some(e.kind),
+                amount: e.amount,
+                pending_delta: e.pending_delta,
+                allowance_id: e.allowance_id,
+                units: e.units,
+                pending_units: e.pending_units,
+                reservation_id: e.reservation_id,
+                used_units: e.used_units,
+                unbilled: e.unbilled,
+                hold_entry_no: None,
+                hold_reservation_id: None,
+                hold_amount: 0,
+                hold_allowance_id: None,
+                hold_units: 0,
+            });
+        }
+        if rows.is_empty() {
+            rows.push(JournalRow {
+                seq: 0,
+                request_key: key.to_string(),
+                part: 0,
+                op,
+                fingerprint: None,
+                outcome: None,
+                account_id: account.clone(),
+                session_ref: None,
+                entry_no: None,
+                kind: None,
+                amount: 0,
+                pending_delta: 0,
+                allowance_id: None,
+                units: 0,
+                pending_units: 0,
+                reservation_id: None,
+                used_units: None,
+                unbilled: 0,
+                hold_entry_no: None,
+                hold_reservation_id: None,
+                hold_amount: 0,
+                hold_allowance_id: None,
+                hold_units: 0,
+            });
+        }
+        if let Some(first) = rows.first_mut() {
+            first.fingerprint = fingerprint;
+            first.outcome = outcome;
+            if first.account_id.is_none() {
+                first.account_id = account;
+            }
+        }
+        for (part, mut row) in rows.into_iter().enumerate() {
+            row.part = part as i64;
+            row.seq = self.journal.len();
+            self.journal.push(row);
+        }
     }
 
     /// The loaded account of a Subscription-Id; None when no account holds it.
@@ -347,7 +486,15 @@ impl<'i> Engine<'i> {
         else {
             return Ok(None);
         };
-        self.return_hold(&res, "expire", "expired", None)?;
+        self.return_hold(&res, "expire")?;
+        // Not a request: the key is the reservation's own, which no request key can take
+        // (request keys start with a digit, `RequestKey::to_key_string`).
+        self.journal_op(
+            &format!("~expire:{}", res.id),
+            "expire",
+            None,
+            Some(res.account_id.clone()),
+        );
         Ok(Some(ExpiredHold {
             amount: Money(res.pending_amount),
             allowance_units: to_u64(res.allowance_units),
@@ -410,8 +557,7 @@ impl<'i> Engine<'i> {
                 w.reserved = add(w.reserved, e.pending_units)?;
             }
         }
-        self.entries.push(LedgerEntry {
-            seq: self.entries.len(),
+        self.op_entries.push(LedgerEntry {
             account_id: e.account.to_string(),
             kind: e.kind,
             amount: e.amount,
@@ -420,25 +566,23 @@ impl<'i> Engine<'i> {
             units: e.units,
             pending_units: e.pending_units,
             reservation_id: e.reservation_id.map(str::to_string),
+            session_ref: e.session_ref.map(str::to_string),
             used_units: e.used_units,
             unbilled: e.unbilled,
-            request_key: e.key.map(str::to_string),
         });
         Ok(())
     }
 
     /// A reservation ends unused (voided by its client, or expired): its held money and
-    /// allowance units return, nothing is charged. `kind`: the entry's, `status`: the
-    /// reservation's.
+    /// allowance units return, nothing is charged. `kind`: the entry's (void or expire).
     fn return_hold(
         &mut self,
         res: &OpenReservation,
         kind: &'static str,
-        status: &'static str,
-        key: Option<&str>,
     ) -> Result<(), EngineError> {
         self.entry(EntrySpec {
             account: &res.account_id,
+            session_ref: Some(&res.session_ref),
             kind,
             amount: 0,
             pending_delta: -res.pending_amount,
@@ -448,35 +592,14 @@ impl<'i> Engine<'i> {
             reservation_id: Some(&res.id),
             used_units: None,
             unbilled: 0,
-            key,
         })?;
-        self.resolve(&res.id, status, 0, 0);
+        self.resolve(&res.id);
         Ok(())
     }
 
-    /// Resolve an open reservation: it leaves the open set and is written as `status`.
-    fn resolve(&mut self, id: &str, status: &'static str, used: i64, charged: i64) {
-        let now = self.now.0;
-        if let Some(pos) = self.state.open.iter().position(|r| r.id == id) {
-            let r = self.state.open.remove(pos);
-            if r.new {
-                if let Some(n) = self.new_reservations.iter_mut().find(|n| n.id == id) {
-                    n.status = status;
-                    n.used_units = Some(used);
-                    n.charged = Some(charged);
-                    n.resolved_at_ms = Some(now);
-                }
-                return;
-            }
-        }
-        self.resolutions.push(Resolution {
-            id: id.to_string(),
-            from_status: "open",
-            status,
-            used_units: used,
-            charged,
-            resolved_at_ms: now,
-        });
+    /// An open reservation is resolved: it leaves the open set (its entry says how).
+    fn resolve(&mut self, id: &str) {
+        self.state.open.retain(|r| r.id != id);
     }
 
     fn record(&mut self, r: RecordSpec<'_>) {
@@ -497,6 +620,8 @@ impl<'i> Engine<'i> {
     }
 
     /// Rate and open a reservation for a loaded account; writes only when granted.
+    /// `continues`: the reservation a commit just posted, whose session credit the new one
+    /// continues (a CCR-U's next grant); `None` opens a new credit (a CCR-I).
     #[allow(clippy::too_many_arguments)]
     fn open_reservation(
         &mut self,
@@ -508,6 +633,7 @@ impl<'i> Engine<'i> {
         expires_at: Timestamp,
         key: &str,
         session: SessionTotals,
+        continues: Option<&OpenReservation>,
     ) -> Result<Result<ReserveOutcome, LedgerError>, EngineError> {
         if let Some(r) = requested {
             if let Err(e) = to_i64(r) {
@@ -531,44 +657,26 @@ impl<'i> Engine<'i> {
         let alw_units = plan.allowance_units as i64;
         let res = OpenReservation {
             id: id.clone(),
+            credit_id: continues.map_or_else(|| id.clone(), |c| c.credit_id.clone()),
             account_id: account.id.clone(),
             session_ref: session_ref.to_string(),
             service: service.clone(),
             unit,
+            granted_units: plan.units as i64,
             allowance_id,
             allowance_units: alw_units,
             pending_amount: plan.amount.0,
             price: tariff.price,
+            expires_at,
             session_totals: session,
-            new: true,
-        };
-        self.new_reservations.push(NewReservation {
-            id: res.id.clone(),
-            account_id: res.account_id.clone(),
-            session_ref: res.session_ref.clone(),
-            service_context: service.service_context.clone(),
-            rating_group: service.rating_group.map(i64::from),
-            service_id: service.service_id.map(i64::from),
-            unit: unit.as_str(),
-            granted_units: plan.units as i64,
-            allowance_id,
-            allowance_units: alw_units,
-            pending_amount: res.pending_amount,
-            price_minor: res.price.minor,
-            price_per_units: res.price.per_units,
-            expires_at_ms: expires_at.0,
-            status: "open",
-            used_units: None,
-            charged: None,
-            session_used: session.used,
-            session_charged: session.charged,
             request_key: key.to_string(),
-            created_at_ms: self.now.0,
-            resolved_at_ms: None,
-        });
+            opened_at: continues.map_or(self.now, |c| c.opened_at),
+            granted_at: self.now,
+        };
         self.state.open.push(res);
         self.entry(EntrySpec {
             account: &account.id,
+            session_ref: Some(session_ref),
             kind: "pending",
             amount: 0,
             pending_delta: plan.amount.0,
@@ -578,7 +686,6 @@ impl<'i> Engine<'i> {
             reservation_id: Some(&id),
             used_units: None,
             unbilled: 0,
-            key: Some(key),
         })?;
         Ok(Ok(ReserveOutcome::Granted(Grant {
             units: plan.units,
@@ -612,6 +719,7 @@ impl<'i> Engine<'i> {
             r.expires_at,
             key,
             SessionTotals::default(),
+            None,
         )?;
         Ok(Applied::on(account.id, out.map(OpOutcome::Reserve)))
     }
@@ -622,7 +730,6 @@ impl<'i> Engine<'i> {
         res: &OpenReservation,
         account: &Account,
         used: u64,
-        key: &str,
     ) -> Result<Result<Posted, LedgerError>, EngineError> {
         let PostPlan {
             used: used_i,
@@ -641,6 +748,7 @@ impl<'i> Engine<'i> {
         };
         self.entry(EntrySpec {
             account: &account.id,
+            session_ref: Some(&res.session_ref),
             kind: "post",
             amount: -charged,
             pending_delta: -res.pending_amount,
@@ -650,9 +758,8 @@ impl<'i> Engine<'i> {
             reservation_id: Some(&res.id),
             used_units: Some(used_i),
             unbilled,
-            key: Some(key),
         })?;
-        self.resolve(&res.id, "posted", used_i, charged);
+        self.resolve(&res.id);
         Ok(Ok(Posted {
             committed: Committed {
                 charged: Money(charged),
@@ -685,7 +792,7 @@ impl<'i> Engine<'i> {
         let Posted {
             mut committed,
             session,
-        } = match self.post(&res, &account, r.used.charged_in(res.unit), key)? {
+        } = match self.post(&res, &account, r.used.charged_in(res.unit))? {
             Ok(v) => v,
             Err(e) => return Ok(Applied::alone(Err(e))),
         };
@@ -700,6 +807,7 @@ impl<'i> Engine<'i> {
                 next.expires_at,
                 key,
                 session,
+                Some(&res),
             )? {
                 Ok(o) => committed.next = Some(o),
                 // Cannot happen after check_commit, but never leave a half-applied operation.
@@ -741,7 +849,7 @@ impl<'i> Engine<'i> {
         };
         let mut account_id = None;
         for res in found {
-            self.return_hold(&res, "void", "voided", Some(key))?;
+            self.return_hold(&res, "void")?;
             out.reservations += 1;
             out.amount.0 += res.pending_amount;
             out.units += to_u64(res.allowance_units);
@@ -799,6 +907,7 @@ impl<'i> Engine<'i> {
         let allowance_id = allowance.filter(|_| from_allowance > 0).map(|a| a.id);
         self.entry(EntrySpec {
             account: &account.id,
+            session_ref: None,
             kind: "direct_debit",
             amount: -amount.0,
             pending_delta: 0,
@@ -808,7 +917,6 @@ impl<'i> Engine<'i> {
             reservation_id: None,
             used_units: Some(units),
             unbilled: 0,
-            key: Some(key),
         })?;
         self.record(RecordSpec {
             account: &account.id,
@@ -831,7 +939,7 @@ impl<'i> Engine<'i> {
         ))
     }
 
-    fn refund(&mut self, r: &RefundRequest, key: &str) -> Result<Applied, EngineError> {
+    fn refund(&mut self, r: &RefundRequest) -> Result<Applied, EngineError> {
         let refused = |x| {
             Ok(Applied::alone(Ok(OpOutcome::Refund(
                 RefundOutcome::Refused(x),
@@ -853,6 +961,7 @@ impl<'i> Engine<'i> {
         };
         self.entry(EntrySpec {
             account: &account.id,
+            session_ref: None,
             kind: "refund",
             amount: amount.0,
             pending_delta: 0,
@@ -862,7 +971,6 @@ impl<'i> Engine<'i> {
             reservation_id: None,
             used_units: None,
             unbilled: 0,
-            key: Some(key),
         })?;
         Ok(Applied::on(
             account.id,
@@ -959,13 +1067,13 @@ mod tests {
         assert_eq!(c.charged, Money(42));
         assert_eq!(c.session_open, Some(0));
         let fx = e.into_effects().unwrap();
-        // Opened and posted in one batch: one reservation row, already posted.
-        assert_eq!(fx.new_reservations.len(), 1);
-        assert_eq!(fx.new_reservations[0].id, "r-0");
-        assert_eq!(fx.new_reservations[0].status, "posted");
-        assert!(fx.resolutions.is_empty());
-        let kinds: Vec<&str> = fx.entries.iter().map(|x| x.kind).collect();
+        // Opened and posted in one batch: no session credit row is left to write.
+        assert!(fx.credits_opened.is_empty());
+        assert!(fx.credits_regranted.is_empty());
+        assert!(fx.credits_closed.is_empty());
+        let kinds: Vec<&str> = fx.entries().iter().map(|x| x.kind).collect();
         assert_eq!(kinds, ["pending", "post"]);
+        assert_eq!(fx.entry_count, 2);
         assert_eq!(
             fx.account_sums,
             [AccountSums {
@@ -976,7 +1084,84 @@ mod tests {
         );
         assert_eq!(fx.records.len(), 1);
         assert_eq!(fx.records[0].used_units, 42);
-        assert_eq!(fx.stored_outcomes.len(), 2, "the replays store nothing");
+        // One journal row per request, each with its stored answer; the replays store nothing.
+        assert_eq!(fx.journal.len(), 2);
+        assert!(fx
+            .journal
+            .iter()
+            .all(|j| j.part == 0 && j.outcome.is_some()));
+    }
+
+    #[test]
+    fn a_ccr_u_is_one_journal_row_and_an_in_place_regrant_of_its_credit() {
+        let mut ids = CountingIds::new("r");
+        let mut first = Engine::new(Timestamp(10), snapshot(), &mut ids);
+        first.apply(&reserve(0, 30)).unwrap().unwrap();
+        let opened = first.into_effects().unwrap();
+        assert_eq!(opened.credits_opened.len(), 1);
+        let row = &opened.credits_opened[0];
+        // What the store loads back in the next batch.
+        let mut s = snapshot();
+        s.accounts.get_mut("alice").unwrap().reserved = 30;
+        s.open.push(OpenReservation {
+            id: row.reservation_id.clone(),
+            credit_id: row.credit_id.clone(),
+            account_id: row.account_id.clone(),
+            session_ref: row.session_ref.clone(),
+            service: ServiceKey::context(CTX),
+            unit: UnitType::Seconds,
+            granted_units: row.granted_units,
+            allowance_id: None,
+            allowance_units: 0,
+            pending_amount: row.pending_amount,
+            price: Price {
+                minor: 1,
+                per_units: 1,
+            },
+            expires_at: Timestamp(row.expires_at_ms),
+            session_totals: SessionTotals::default(),
+            request_key: row.request_key.clone(),
+            opened_at: Timestamp(row.opened_at_ms),
+            granted_at: Timestamp(row.granted_at_ms),
+        });
+        let mut e = Engine::new(Timestamp(20), s, &mut ids);
+        let update = Op::Commit(CommitRequest {
+            key: RequestKey::new("c", "s1", 1),
+            session_ref: "s1".into(),
+            service: ServiceKey::context(CTX),
+            used: crate::units::UsedUnits::of(UnitType::Seconds, 12),
+            next: Some(NextReservation {
+                requested_units: Some(30),
+                expires_at: Timestamp(2_000),
+            }),
+            final_commit: false,
+            cdr: None,
+        });
+        e.apply(&update).unwrap().unwrap();
+        let fx = e.into_effects().unwrap();
+        // One row: the post, the next grant's hold and the stored answer under one key.
+        assert_eq!(fx.journal.len(), 1);
+        let j = &fx.journal[0];
+        assert_eq!(
+            (j.kind, j.amount, j.pending_delta),
+            (Some("post"), -12, -30)
+        );
+        assert_eq!(
+            (j.hold_amount, j.hold_reservation_id.as_deref()),
+            (30, Some("r-1"))
+        );
+        assert!(j.outcome.is_some());
+        // The credit is updated in place: same credit, new grant, session totals carried.
+        assert!(fx.credits_opened.is_empty() && fx.credits_closed.is_empty());
+        assert_eq!(fx.credits_regranted.len(), 1);
+        let g = &fx.credits_regranted[0];
+        assert_eq!(g.from_reservation_id, "r-0");
+        assert_eq!(
+            (g.row.credit_id.as_str(), g.row.reservation_id.as_str()),
+            ("r-0", "r-1")
+        );
+        assert_eq!((g.row.session_used, g.row.session_charged), (12, 12));
+        assert_eq!((g.row.opened_at_ms, g.row.granted_at_ms), (10, 20));
     }
 
     #[test]

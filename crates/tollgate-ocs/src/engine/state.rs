@@ -38,14 +38,19 @@ impl Account {
     }
 }
 
-/// An open reservation (a pending hold) of a session.
+/// An open reservation (a pending hold) of a session: the current grant of one session credit
+/// (a session's reservation of one service, one `session_credits` row in the store).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OpenReservation {
+    /// This grant's id; every grant of a session credit is a reservation of its own.
     pub id: String,
+    /// The id of the credit's first reservation, the same for all its grants.
+    pub credit_id: String,
     pub account_id: String,
     pub session_ref: String,
     pub service: ServiceKey,
     pub unit: UnitType,
+    pub granted_units: i64,
     pub allowance_id: Option<i64>,
     /// Units held on that allowance.
     pub allowance_units: i64,
@@ -53,10 +58,15 @@ pub struct OpenReservation {
     pub pending_amount: i64,
     /// The price the grant was rated at; usage is posted at it.
     pub price: Price,
+    pub expires_at: Timestamp,
     /// What the session used and was charged before this reservation.
     pub session_totals: SessionTotals,
-    /// Opened by this batch (to be inserted) rather than loaded (to be updated).
-    pub new: bool,
+    /// The request that made this grant.
+    pub request_key: String,
+    /// When the credit's first grant was made.
+    pub opened_at: Timestamp,
+    /// When this grant was made.
+    pub granted_at: Timestamp,
 }
 
 impl OpenReservation {
@@ -65,6 +75,52 @@ impl OpenReservation {
     pub fn is_for(&self, session_ref: &str, service: Option<&ServiceKey>) -> bool {
         self.session_ref == session_ref && service.is_none_or(|s| *s == self.service)
     }
+
+    /// The key of its session credit: a session has one credit per service.
+    pub fn credit_key(&self) -> CreditKey {
+        CreditKey {
+            session_ref: self.session_ref.clone(),
+            service_context: self.service.service_context.clone(),
+            rating_group: self.service.rating_group.map(i64::from),
+            service_id: self.service.service_id.map(i64::from),
+        }
+    }
+
+    /// The session credit row holding this grant.
+    pub fn to_row(&self) -> CreditRow {
+        let key = self.credit_key();
+        CreditRow {
+            credit_id: self.credit_id.clone(),
+            reservation_id: self.id.clone(),
+            account_id: self.account_id.clone(),
+            session_ref: key.session_ref,
+            service_context: key.service_context,
+            rating_group: key.rating_group,
+            service_id: key.service_id,
+            unit: self.unit.as_str(),
+            granted_units: self.granted_units,
+            allowance_id: self.allowance_id,
+            allowance_units: self.allowance_units,
+            pending_amount: self.pending_amount,
+            price_minor: self.price.minor,
+            price_per_units: self.price.per_units,
+            expires_at_ms: self.expires_at.0,
+            session_used: self.session_totals.used,
+            session_charged: self.session_totals.charged,
+            request_key: self.request_key.clone(),
+            opened_at_ms: self.opened_at.0,
+            granted_at_ms: self.granted_at.0,
+        }
+    }
+}
+
+/// What identifies a session credit: its session and service (one open credit each).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct CreditKey {
+    pub session_ref: String,
+    pub service_context: String,
+    pub rating_group: Option<i64>,
+    pub service_id: Option<i64>,
 }
 
 /// What a session has used and been charged so far, carried from reservation to reservation
@@ -126,10 +182,11 @@ pub struct Snapshot {
     pub stored: HashMap<String, StoredOutcome>,
 }
 
-/// A reservation the batch opens.
+/// A session credit row as the store keeps it (`session_credits`): the current grant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NewReservation {
-    pub id: String,
+pub struct CreditRow {
+    pub credit_id: String,
+    pub reservation_id: String,
     pub account_id: String,
     pub session_ref: String,
     pub service_context: String,
@@ -143,37 +200,37 @@ pub struct NewReservation {
     pub price_minor: i64,
     pub price_per_units: i64,
     pub expires_at_ms: i64,
-    /// "open", or how it ended when the same batch resolved it.
-    pub status: &'static str,
-    pub used_units: Option<i64>,
-    pub charged: Option<i64>,
     pub session_used: i64,
     pub session_charged: i64,
     pub request_key: String,
-    pub created_at_ms: i64,
-    pub resolved_at_ms: Option<i64>,
+    pub opened_at_ms: i64,
+    pub granted_at_ms: i64,
 }
 
-/// How a loaded reservation ends.
+/// A loaded session credit that now holds another grant: updated in place.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Resolution {
-    pub id: String,
-    /// Always "open": the status the row must still have. It travels with the row rather than
-    /// as a constant in the SQL so the planner cannot answer `status = 'open'` from the partial
-    /// index `reservations_expiry` and looks each row up by its primary key instead.
-    pub from_status: &'static str,
-    pub status: &'static str,
-    pub used_units: i64,
-    pub charged: i64,
-    pub resolved_at_ms: i64,
+pub struct CreditRegrant {
+    /// The grant the row must still hold (the one the batch loaded); anything else means the
+    /// locks did not hold what the batch read.
+    pub from_reservation_id: String,
+    #[serde(flatten)]
+    pub row: CreditRow,
 }
 
-/// One ledger entry, in the order the batch made it (`seq`).
+/// A loaded session credit that ended (posted, voided or expired): its row is deleted; its
+/// history is the journal.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreditClose {
+    #[serde(flatten)]
+    pub key: CreditKey,
+    pub reservation_id: String,
+}
+
+/// One ledger entry, as the engine makes it; the store keeps it on a [`JournalRow`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
-    pub seq: usize,
     pub account_id: String,
-    /// pending | post | void | direct_debit | refund (docs/ledger.md, "Entry kinds").
+    /// pending | post | void | expire | direct_debit | refund (docs/ledger.md, "Entry kinds").
     pub kind: &'static str,
     /// Change of the posted balance, minor units.
     pub amount: i64,
@@ -185,10 +242,83 @@ pub struct LedgerEntry {
     /// Change of the allowance's held units.
     pub pending_units: i64,
     pub reservation_id: Option<String>,
+    pub session_ref: Option<String>,
     pub used_units: Option<i64>,
     /// Rated but not charged: what the credit floor refused (docs/ledger.md).
     pub unbilled: i64,
-    pub request_key: Option<String>,
+}
+
+/// One journal row: one operation's stored answer (part 0) and up to two of its ledger
+/// entries: its own, and the pending entry of the grant a commit opens (`hold_*`). An
+/// operation with more entries (a release of several credits) takes parts 1, 2, ...
+/// (docs/ledger.md, "Tables"). Entries are numbered in batch order (`entry_no`,
+/// `hold_entry_no`); the store turns those into ledger-wide entry ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JournalRow {
+    /// Order in the batch.
+    pub seq: usize,
+    pub request_key: String,
+    pub part: i64,
+    /// The operation that wrote the row: reserve, commit, release, direct_debit, refund, expire.
+    pub op: &'static str,
+    pub fingerprint: Option<String>,
+    /// The outcome as JSON (`OpOutcome`), on part 0 of a request.
+    pub outcome: Option<String>,
+    pub account_id: Option<String>,
+    pub session_ref: Option<String>,
+    pub entry_no: Option<i64>,
+    pub kind: Option<&'static str>,
+    pub amount: i64,
+    pub pending_delta: i64,
+    pub allowance_id: Option<i64>,
+    pub units: i64,
+    pub pending_units: i64,
+    pub reservation_id: Option<String>,
+    pub used_units: Option<i64>,
+    pub unbilled: i64,
+    pub hold_entry_no: Option<i64>,
+    pub hold_reservation_id: Option<String>,
+    pub hold_amount: i64,
+    pub hold_allowance_id: Option<i64>,
+    pub hold_units: i64,
+}
+
+impl JournalRow {
+    /// The ledger entries the row carries, in order (what `v_entries` lists for it).
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        let mut out = Vec::new();
+        if let (Some(kind), Some(account)) = (self.kind, &self.account_id) {
+            out.push(LedgerEntry {
+                account_id: account.clone(),
+                kind,
+                amount: self.amount,
+                pending_delta: self.pending_delta,
+                allowance_id: self.allowance_id,
+                units: self.units,
+                pending_units: self.pending_units,
+                reservation_id: self.reservation_id.clone(),
+                session_ref: self.session_ref.clone(),
+                used_units: self.used_units,
+                unbilled: self.unbilled,
+            });
+        }
+        if let (Some(_), Some(account)) = (self.hold_entry_no, &self.account_id) {
+            out.push(LedgerEntry {
+                account_id: account.clone(),
+                kind: "pending",
+                amount: 0,
+                pending_delta: self.hold_amount,
+                allowance_id: self.hold_allowance_id,
+                units: 0,
+                pending_units: self.hold_units,
+                reservation_id: self.hold_reservation_id.clone(),
+                session_ref: self.session_ref.clone(),
+                used_units: None,
+                unbilled: 0,
+            });
+        }
+        out
+    }
 }
 
 /// A charging data record: a session's totals at its end, or one event.
@@ -208,16 +338,6 @@ pub struct ChargingRecord {
     pub request_key: String,
     /// The payload as JSON text (absent = SQL NULL, "null" = a JSON null).
     pub payload: Option<String>,
-}
-
-/// An outcome to store under its request key, in the operation's transaction.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct StoredOutcomeRow {
-    pub request_key: String,
-    pub op: &'static str,
-    pub fingerprint: String,
-    pub outcome: String,
-    pub account_id: Option<String>,
 }
 
 /// How a batch changes an account's cached sums.
@@ -244,22 +364,34 @@ pub struct AllowanceSums {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Effects {
     pub now: Timestamp,
-    pub new_reservations: Vec<NewReservation>,
-    pub resolutions: Vec<Resolution>,
-    pub entries: Vec<LedgerEntry>,
+    /// One row per operation (more for a release of several credits), in batch order.
+    pub journal: Vec<JournalRow>,
+    /// How many ledger entries the journal rows carry (`entry_no` and `hold_entry_no` run
+    /// from 0 to this).
+    pub entry_count: i64,
+    /// Session credits the batch opened and left open: inserted.
+    pub credits_opened: Vec<CreditRow>,
+    /// Loaded session credits now holding another grant: updated in place.
+    pub credits_regranted: Vec<CreditRegrant>,
+    /// Loaded session credits that ended: deleted.
+    pub credits_closed: Vec<CreditClose>,
     pub account_sums: Vec<AccountSums>,
     pub allowance_sums: Vec<AllowanceSums>,
     pub records: Vec<ChargingRecord>,
-    pub stored_outcomes: Vec<StoredOutcomeRow>,
 }
 
 impl Effects {
-    /// Nothing to write (a batch of replays and refusals of unknown subscribers).
+    /// Nothing to write (a batch of replays and refusals of requests that store nothing).
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-            && self.stored_outcomes.is_empty()
+        self.journal.is_empty()
             && self.records.is_empty()
-            && self.new_reservations.is_empty()
-            && self.resolutions.is_empty()
+            && self.credits_opened.is_empty()
+            && self.credits_regranted.is_empty()
+            && self.credits_closed.is_empty()
+    }
+
+    /// Every ledger entry of the batch, in order.
+    pub fn entries(&self) -> Vec<LedgerEntry> {
+        self.journal.iter().flat_map(JournalRow::entries).collect()
     }
 }
