@@ -26,7 +26,7 @@
 
 use crate::catalog::Catalog;
 use crate::rows::{account_from_row, ACCOUNT_COLS};
-use crate::store::{begin_transaction, end_transaction, Database, Dialect, PoolConfig};
+use crate::store::{Database, Dialect, PoolConfig};
 use crate::StoreError;
 use async_trait::async_trait;
 use std::collections::HashMap;
@@ -34,7 +34,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tollgate_ocs::engine::{choose_tariff, Engine, Op, OpOutcome, OpResult};
+use tollgate_ocs::engine::{choose_tariff, Op, OpOutcome, OpResult};
 use tollgate_ocs::*;
 
 /// Group-commit limits (DESIGN §2.9: every limit is a named field with a default).
@@ -328,7 +328,7 @@ fn is_connection_lost(e: &sqlx::Error) -> bool {
 async fn run_with_retries(inner: &Inner, ops: &[Op]) -> Vec<OpResult> {
     let mut attempt = 0;
     // Every pooled connection may have been closed at once: allow one retry per connection.
-    let mut reconnects = inner.db.pool.options().get_max_connections();
+    let mut reconnects = inner.db.batch_connections();
     loop {
         let now = inner.clock.now();
         match inner.run_once(now, ops).await {
@@ -435,32 +435,13 @@ impl Ledger for SqlLedger {
         let mut report = ExpireReport::default();
         let chunk = self.inner.cfg.expire_chunk as i64;
         loop {
-            let mut conn = begin_transaction(db).await.map_err(store_err)?;
-            let result: Result<(usize, ExpireReport), sqlx::Error> = async {
-                let snapshot =
-                    crate::batch::load_expired(&mut conn, db.dialect, now, chunk).await?;
-                let found = snapshot.open.len();
-                let ids: Vec<String> = snapshot.open.iter().map(|r| r.id.clone()).collect();
-                let mut reservation_ids = crate::batch::ProcessReservationIds;
-                let mut engine = Engine::new(now, snapshot, &mut reservation_ids);
-                let mut chunk_report = ExpireReport::default();
-                for id in &ids {
-                    if let Some(hold) = engine.expire(id).map_err(crate::batch::engine_error)? {
-                        chunk_report.expired += 1;
-                        chunk_report.amount.0 += hold.amount.0;
-                        chunk_report.units += hold.allowance_units;
-                    }
-                }
-                let effects = engine.into_effects().map_err(crate::batch::engine_error)?;
-                crate::batch::write(&mut conn, db.dialect, &effects).await?;
-                Ok((found, chunk_report))
-            }
-            .await;
-            let (found, chunk_report) = end_transaction(conn, result).await.map_err(store_err)?;
-            report.expired += chunk_report.expired;
-            report.amount.0 += chunk_report.amount.0;
-            report.units += chunk_report.units;
-            if (found as i64) < chunk {
+            let done = crate::batch::run_expire(db, now, chunk)
+                .await
+                .map_err(store_err)?;
+            report.expired += done.report.expired;
+            report.amount.0 += done.report.amount.0;
+            report.units += done.report.units;
+            if (done.found as i64) < chunk {
                 return Ok(report);
             }
         }
@@ -491,12 +472,7 @@ impl Ledger for SqlLedger {
         unit: UnitType,
         units: u64,
     ) -> Result<Quote, LedgerError> {
-        let db = &self.inner.db;
-        let mut conn = db.pool.acquire().await.map_err(store_err)?;
-        let tariffs = self
-            .inner
-            .catalog
-            .tariffs(&mut conn)
+        let tariffs = crate::batch::current_tariffs(&self.inner.db, &self.inner.catalog)
             .await
             .map_err(store_err)?;
         let t = choose_tariff(&tariffs, service, unit, None).ok_or(LedgerError::NoTariff)?;

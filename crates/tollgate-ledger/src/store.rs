@@ -1,6 +1,8 @@
-//! Connection handling shared by both backends: one `sqlx::AnyPool`, a [`Dialect`] for the few
-//! statements that differ (row locks, `BEGIN IMMEDIATE`, JSON casts), and the embedded
-//! migrations (`migrations/{postgres,sqlite}`, referenced by relative path so the layout
+//! Connection handling shared by both backends: a typed pool (`sqlx::PgPool` or
+//! `sqlx::SqlitePool`) for the ledger's batches, where every statement is prepared and row sets
+//! are bound as typed arrays; a small `sqlx::AnyPool` for the operator's and auditor's
+//! statements (admin, verify, balance), which are the same SQL on both stores and run rarely;
+//! a [`Dialect`] for the few of those that differ; and the embedded migrations (`migrations/{postgres,sqlite}`, referenced by relative path so the layout
 //! survives the move into the main workspace).
 
 use crate::StoreError;
@@ -82,11 +84,25 @@ impl Default for PoolConfig {
     }
 }
 
-/// A connected database: the pool and its dialect.
+/// The ledger's batch connections, typed by store.
+#[derive(Debug, Clone)]
+pub(crate) enum TypedPool {
+    Postgres(sqlx::PgPool),
+    Sqlite(sqlx::SqlitePool),
+}
+
+/// Connections of the operator's and auditor's pool (admin, verify, balance, metrics): they
+/// are few and short, and must not take the batches' connections.
+const ADMIN_CONNECTIONS: u32 = 2;
+
+/// A connected database: the pools and the dialect.
 #[derive(Debug, Clone)]
 pub struct Database {
+    /// Dialect-neutral statements of the operator, the auditor and the tests.
     pub pool: AnyPool,
     pub dialect: Dialect,
+    /// The ledger's batches.
+    pub(crate) typed: TypedPool,
 }
 
 impl Database {
@@ -111,8 +127,9 @@ impl Database {
             // One writer at a time anyway; a few readers for balance/verify.
             Dialect::Sqlite => cfg.max_connections.clamp(1, 4),
         };
+        let typed = connect_typed(&url, dialect, max, cfg).await?;
         let pool = AnyPoolOptions::new()
-            .max_connections(max)
+            .max_connections(ADMIN_CONNECTIONS)
             .acquire_timeout(Duration::from_millis(cfg.acquire_timeout_ms))
             // sqlx pings every connection it hands out by default: one extra round trip per
             // ledger batch (~1 in 6 on PostgreSQL), paid while the batch holds nothing yet but
@@ -132,8 +149,7 @@ impl Database {
                 Box::pin(async move {
                     if dialect == Dialect::Sqlite {
                         use sqlx::Executor;
-                        conn.execute("PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")
-                            .await?;
+                        conn.execute(SQLITE_PRAGMAS).await?;
                     }
                     Ok(())
                 })
@@ -141,7 +157,19 @@ impl Database {
             .connect_with(opts)
             .await
             .map_err(|e| StoreError::Connect(e.to_string()))?;
-        Ok(Database { pool, dialect })
+        Ok(Database {
+            pool,
+            dialect,
+            typed,
+        })
+    }
+
+    /// How many connections the ledger's batches may hold at once.
+    pub(crate) fn batch_connections(&self) -> u32 {
+        match &self.typed {
+            TypedPool::Postgres(p) => p.options().get_max_connections(),
+            TypedPool::Sqlite(p) => p.options().get_max_connections(),
+        }
     }
 
     /// Apply the embedded migrations of this backend.
@@ -156,9 +184,66 @@ impl Database {
     }
 }
 
+/// The PRAGMAs of every embedded-store connection: WAL with synchronous=FULL (a commit is on
+/// disk before it is answered), foreign keys on, and a writer waits for the lock rather than
+/// failing.
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+    PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;";
+
+/// The batches' pool, with the same sizing, timeouts and ping policy as the admin pool.
+async fn connect_typed(
+    url: &str,
+    dialect: Dialect,
+    max: u32,
+    cfg: &PoolConfig,
+) -> Result<TypedPool, StoreError> {
+    let err = |e: sqlx::Error| StoreError::Connect(e.to_string());
+    let acquire = Duration::from_millis(cfg.acquire_timeout_ms);
+    match dialect {
+        Dialect::Postgres => {
+            let opts = sqlx::postgres::PgConnectOptions::from_str(url).map_err(err)?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(acquire)
+                .test_before_acquire(false)
+                .before_acquire(|conn, meta| {
+                    Box::pin(async move {
+                        if meta.idle_for >= IDLE_PING_AFTER {
+                            use sqlx::Connection;
+                            conn.ping().await?;
+                        }
+                        Ok(true)
+                    })
+                })
+                .connect_with(opts)
+                .await
+                .map_err(err)?;
+            Ok(TypedPool::Postgres(pool))
+        }
+        Dialect::Sqlite => {
+            let opts = sqlx::sqlite::SqliteConnectOptions::from_str(url).map_err(err)?;
+            let pool = sqlx::sqlite::SqlitePoolOptions::new()
+                .max_connections(max)
+                .acquire_timeout(acquire)
+                .test_before_acquire(false)
+                .after_connect(|conn, _| {
+                    Box::pin(async move {
+                        use sqlx::Executor;
+                        conn.execute(SQLITE_PRAGMAS).await?;
+                        Ok(())
+                    })
+                })
+                .connect_with(opts)
+                .await
+                .map_err(err)?;
+            Ok(TypedPool::Sqlite(pool))
+        }
+    }
+}
+
 /// Open a ledger transaction on a pooled connection: `BEGIN IMMEDIATE` on SQLite, on
 /// PostgreSQL `BEGIN` with every statement planned as the keyed lookup it is
-/// ([`Dialect::begin`]). End it with [`end_transaction`].
+/// ([`Dialect::begin`]). The caller COMMITs or ROLLs BACK.
 pub(crate) async fn begin_transaction(
     db: &Database,
 ) -> Result<sqlx::pool::PoolConnection<sqlx::Any>, sqlx::Error> {
@@ -166,26 +251,4 @@ pub(crate) async fn begin_transaction(
     let mut conn = db.pool.acquire().await?;
     conn.execute(db.dialect.begin()).await?;
     Ok(conn)
-}
-
-/// End a ledger transaction opened with [`begin_transaction`]: COMMIT after success, ROLLBACK
-/// after an error. A connection whose ROLLBACK fails is in an unknown transaction state and is
-/// detached rather than returned to the pool.
-pub(crate) async fn end_transaction<T>(
-    mut conn: sqlx::pool::PoolConnection<sqlx::Any>,
-    result: Result<T, sqlx::Error>,
-) -> Result<T, sqlx::Error> {
-    use sqlx::Executor;
-    match result {
-        Ok(out) => {
-            conn.execute("COMMIT").await?;
-            Ok(out)
-        }
-        Err(e) => {
-            if conn.execute("ROLLBACK").await.is_err() {
-                let _ = conn.detach();
-            }
-            Err(e)
-        }
-    }
 }

@@ -1,44 +1,42 @@
 //! Group commit on both stores: lock, read, decide in memory, write set-based.
 //!
-//! One batch is one transaction in four steps (SQL per dialect, everything else shared):
+//! One batch is one transaction in four steps, the SQL of each store in its own module
+//! (`pg.rs` on `sqlx::Postgres`, `sqlite.rs` on `sqlx::Sqlite`), everything else here:
 //! 1. **Lock** every account the batch touches, in id order, in one statement (every batch of
 //!    every worker and node locks in that order, so batches wait for each other, never
 //!    deadlock on these locks). The locked rows come back with their current balances. On
 //!    SQLite `BEGIN IMMEDIATE` has already taken the database's single write lock.
-//! 2. **Read** what the ops need, for the whole batch in one statement (`read.rs`): the Subscription-Id → account mapping, the open reservations of
-//!    the batch's sessions, the stored outcomes of the batch's request keys, the tariffs of its
-//!    service contexts and the valid allowances of its accounts. If that reveals an account not yet locked (another node
-//!    opened a reservation meanwhile), it is locked too and the reads repeat.
-//! 3. **Apply** the ops in arrival order to that snapshot with the money engine
-//!    (`tollgate_ocs::engine`, no SQL), which returns every row to write. The naive
-//!    one-transaction-per-op baseline is the same path with a batch of one; the batch test
-//!    holds the two to the same answers and rows.
-//! 4. **Write** everything set-based from JSON arrays (`write.rs`): reservations, ledger entries (in op
-//!    order), cached account and allowance sums, charging records, idempotency rows; on
-//!    PostgreSQL in ONE statement of data-modifying CTEs, on SQLite (which has none) in one
-//!    statement per kind of row. Then COMMIT: durable before any caller is answered.
+//! 2. **Read** what the operations need: the session credits of the batch's sessions, the
+//!    stored answers of its request keys and the valid allowances of its accounts; the
+//!    tariffs and the Subscription-Id → account map come from the process's [`Catalog`],
+//!    checked against `catalog_version` first. If the reads reveal an account not yet locked
+//!    (another node opened a credit meanwhile), it is locked too and the reads repeat.
+//! 3. **Decide** ([`decide`]): the operations are applied in arrival order to that snapshot
+//!    by the money engine (`tollgate_ocs::engine`, no SQL), which returns every row to write.
+//!    The naive one-transaction-per-operation baseline is the same path with a batch of one;
+//!    the batch and model tests hold the two to the same answers and rows.
+//! 4. **Write** the engine's [`Effects`] set-based: journal rows, session credits opened,
+//!    regranted in place or closed, cached account and allowance sums, charging records.
+//!    Then COMMIT: durable before any caller is answered.
 //!
-//! Why: the cost of an operation in PostgreSQL is mostly per statement (executor start-up, the
-//! constraint expressions, PL/pgSQL), not per row. Migration 0002's function ran ~13 statements
-//! per reserve + commit pair; this path runs 5 (BEGIN, lock, read, write, COMMIT) per batch
-//! whatever its size. Under the row locks of step 1 nothing the batch read can change before
-//! it commits, so deciding in memory is as safe as deciding row by row. On SQLite the cost is per statement too: sqlx
-//! hands every statement to the connection's worker thread and back, so writing op by op
-//! (~10 statements each) left the embedded store at ~3,900 CCR/s; set-based, ~10,800.
+//! Why: the cost of an operation in a database is mostly per statement (executor start-up,
+//! constraint checks, a round trip), not per row, so a batch runs a fixed handful of
+//! prepared statements whatever its size, with its row sets bound as typed arrays (PostgreSQL)
+//! or multi-row VALUES (SQLite); nothing on this path parses JSON but the stored answers of
+//! retransmissions. Under the row locks of step 1 nothing the batch read can change before it
+//! commits, so deciding in memory is as safe as deciding row by row.
 
-mod read;
-mod write;
-
-pub(crate) use read::load_expired;
-pub(crate) use write::write;
+mod pg;
+mod sqlite;
 
 use crate::catalog::Catalog;
 use crate::rows::new_reservation_id;
-use crate::store::{begin_transaction, end_transaction, Database, Dialect};
-use serde::Serialize;
-use sqlx::AnyConnection;
-use tollgate_ocs::engine::{Engine, EngineError, Op, OpResult, ReservationIds};
-use tollgate_ocs::Timestamp;
+use crate::store::{Database, TypedPool};
+use std::collections::BTreeSet;
+use tollgate_ocs::engine::{Effects, Engine, EngineError, Op, OpResult, ReservationIds, Snapshot};
+use tollgate_ocs::{
+    ExpireReport, RefundAmount, RefundRequest, ServiceKey, SubscriptionId, Timestamp,
+};
 
 /// Apply a batch in one transaction; results in op order.
 pub(crate) async fn run_batch(
@@ -47,9 +45,30 @@ pub(crate) async fn run_batch(
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = begin_transaction(db).await?;
-    let result = apply_and_write(&mut conn, db.dialect, catalog, now, ops).await;
-    end_transaction(conn, result).await
+    match &db.typed {
+        TypedPool::Postgres(pool) => pg::run_batch(pool, catalog, now, ops).await,
+        TypedPool::Sqlite(pool) => sqlite::run_batch(pool, catalog, now, ops).await,
+    }
+}
+
+/// Expire up to `chunk` session credits past their expiry in one transaction; `found` says
+/// how many there were (fewer than `chunk`: none are left).
+pub(crate) async fn run_expire(
+    db: &Database,
+    now: Timestamp,
+    chunk: i64,
+) -> Result<ExpireChunk, sqlx::Error> {
+    match &db.typed {
+        TypedPool::Postgres(pool) => pg::run_expire(pool, now, chunk).await,
+        TypedPool::Sqlite(pool) => sqlite::run_expire(pool, now, chunk).await,
+    }
+}
+
+/// What one expiry transaction did.
+pub(crate) struct ExpireChunk {
+    /// Credits found past their expiry (resolved meanwhile by a commit or not).
+    pub found: usize,
+    pub report: ExpireReport,
 }
 
 /// Reservation ids of this process (`rows::new_reservation_id`): unique across processes and
@@ -62,14 +81,12 @@ impl ReservationIds for ProcessReservationIds {
     }
 }
 
-async fn apply_and_write(
-    conn: &mut AnyConnection,
-    dialect: Dialect,
-    catalog: &Catalog,
+/// Step 3: apply `ops` to the snapshot; their results and what to write.
+fn decide(
     now: Timestamp,
+    snapshot: Snapshot,
     ops: &[Op],
-) -> Result<Vec<OpResult>, sqlx::Error> {
-    let snapshot = read::read_locked(conn, dialect, now, ops, catalog).await?;
+) -> Result<(Vec<OpResult>, Effects), sqlx::Error> {
     let mut ids = ProcessReservationIds;
     let mut engine = Engine::new(now, snapshot, &mut ids);
     let mut out = Vec::with_capacity(ops.len());
@@ -77,8 +94,116 @@ async fn apply_and_write(
         out.push(engine.apply(op).map_err(engine_error)?);
     }
     let effects = engine.into_effects().map_err(engine_error)?;
-    write::write(conn, dialect, &effects).await?;
-    Ok(out)
+    Ok((out, effects))
+}
+
+/// The sweeper's step 3: expire every reservation of the snapshot.
+fn decide_expiry(
+    now: Timestamp,
+    snapshot: Snapshot,
+) -> Result<(ExpireChunk, Effects), sqlx::Error> {
+    let found = snapshot.open.len();
+    let ids: Vec<String> = snapshot.open.iter().map(|r| r.id.clone()).collect();
+    let mut reservation_ids = ProcessReservationIds;
+    let mut engine = Engine::new(now, snapshot, &mut reservation_ids);
+    let mut report = ExpireReport::default();
+    for id in &ids {
+        if let Some(hold) = engine.expire(id).map_err(engine_error)? {
+            report.expired += 1;
+            report.amount.0 += hold.amount.0;
+            report.units += hold.allowance_units;
+        }
+    }
+    let effects = engine.into_effects().map_err(engine_error)?;
+    Ok((ExpireChunk { found, report }, effects))
+}
+
+/// The keys a batch reads by, the same for both stores.
+struct BatchKeys<'o> {
+    /// Sessions whose credits the operations may touch.
+    sessions: Vec<&'o str>,
+    /// The operations' request keys, for their stored answers.
+    request_keys: Vec<String>,
+    /// Subscription-Ids the operations name.
+    subscribers: Vec<&'o SubscriptionId>,
+    /// Every context a tariff may name for the operations' services
+    /// (`ServiceKey::tariff_contexts`).
+    contexts: BTreeSet<&'o str>,
+}
+
+impl<'o> BatchKeys<'o> {
+    fn of(ops: &'o [Op]) -> Self {
+        let mut sessions: BTreeSet<&str> = ops.iter().filter_map(Op::session_ref).collect();
+        sessions.extend(ops.iter().filter_map(|o| match o {
+            Op::Reserve(r) => Some(r.session_ref.as_str()),
+            _ => None,
+        }));
+        let subscribers: BTreeSet<&SubscriptionId> =
+            ops.iter().filter_map(Op::subscriber).collect();
+        let contexts = ops
+            .iter()
+            .filter_map(|o| match o {
+                Op::Reserve(r) => Some(&r.service),
+                Op::Commit(r) => Some(&r.service),
+                Op::DirectDebit(r) => Some(&r.service),
+                Op::Refund(RefundRequest {
+                    amount: RefundAmount::Units { service, .. },
+                    ..
+                }) => Some(service),
+                _ => None,
+            })
+            .flat_map(ServiceKey::tariff_contexts)
+            .collect();
+        BatchKeys {
+            sessions: sessions.into_iter().collect(),
+            request_keys: ops.iter().map(|o| o.key().to_key_string()).collect(),
+            subscribers: subscribers.into_iter().collect(),
+            contexts,
+        }
+    }
+}
+
+/// What the updates and deletes of a batch's step 4 hit.
+struct Written {
+    closed: u64,
+    regranted: u64,
+    accounts: u64,
+    allowances: u64,
+}
+
+/// A close, regrant or sum that hit no row means the state the batch decided on is not the
+/// database's: the batch rolls back rather than write half of it.
+fn check_counts(fx: &Effects, w: Written) -> Result<(), sqlx::Error> {
+    if w.closed != fx.credits_closed.len() as u64
+        || w.regranted != fx.credits_regranted.len() as u64
+        || w.accounts != fx.account_sums.len() as u64
+        || w.allowances != fx.allowance_sums.len() as u64
+    {
+        return Err(protocol(format!(
+            "ledger batch: closed {}/{} and regranted {}/{} session credits, updated {}/{} \
+             accounts, {}/{} allowances",
+            w.closed,
+            fx.credits_closed.len(),
+            w.regranted,
+            fx.credits_regranted.len(),
+            w.accounts,
+            fx.account_sums.len(),
+            w.allowances,
+            fx.allowance_sums.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The tariffs as of this moment, for a price enquiry outside any batch.
+pub(crate) async fn current_tariffs(
+    db: &Database,
+    catalog: &Catalog,
+) -> Result<std::sync::Arc<Vec<tollgate_ocs::engine::TariffEntry>>, sqlx::Error> {
+    match &db.typed {
+        TypedPool::Postgres(pool) => pg::tariffs(pool, catalog).await,
+        TypedPool::Sqlite(pool) => sqlite::tariffs(pool, catalog).await,
+    }
 }
 
 /// The engine found the snapshot inconsistent: the transaction must roll back.
@@ -90,6 +215,12 @@ fn protocol(msg: impl Into<String>) -> sqlx::Error {
     sqlx::Error::Protocol(msg.into())
 }
 
-fn json_text<T: Serialize>(v: &T) -> Result<String, sqlx::Error> {
-    serde_json::to_string(v).map_err(|e| sqlx::Error::Encode(Box::new(e)))
+/// How many times step 2 may find an account that step 1 did not lock before the batch gives
+/// up (normally one round: only a credit opened by another node between the two statements
+/// adds one).
+const LOCK_ROUNDS: usize = 4;
+
+/// The error when the accounts of a batch's sessions kept moving between nodes.
+fn lock_rounds_exhausted() -> sqlx::Error {
+    protocol("ledger batch: the accounts of its sessions kept changing while being locked")
 }
