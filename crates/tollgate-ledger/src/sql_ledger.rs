@@ -275,7 +275,9 @@ async fn batch_worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
                 Ok(None) | Err(_) => break,
             }
         }
-        let ops: Vec<Op> = jobs.iter().map(|j| j.op.clone()).collect();
+        // The operations move into the batch (a CCR-T's CDR payload can be large); the
+        // replies wait beside them.
+        let (ops, replies): (Vec<Op>, Vec<_>) = jobs.drain(..).map(|j| (j.op, j.reply)).unzip();
         let started = std::time::Instant::now();
         let results = run_with_retries(&inner, &ops).await;
         // Exported on the admin /metrics endpoint by the daemon's recorder.
@@ -283,9 +285,9 @@ async fn batch_worker(inner: Arc<Inner>, mut rx: mpsc::Receiver<Job>) {
         metrics::histogram!("tollgate_ledger_commit_seconds")
             .record(started.elapsed().as_secs_f64());
         tracing::trace!(batch = ops.len(), "ledger batch committed");
-        for (job, result) in jobs.drain(..).zip(results) {
+        for (reply, result) in replies.into_iter().zip(results) {
             // A caller that went away (timed out) just misses its answer; the money is committed.
-            let _ = job.reply.send(result);
+            let _ = reply.send(result);
         }
     }
 }
