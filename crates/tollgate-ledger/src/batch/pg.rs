@@ -577,6 +577,16 @@ async fn write(conn: &mut PgConnection, fx: &Effects) -> Result<(), sqlx::Error>
     if fx.is_empty() {
         return Ok(());
     }
+    // A release of more than 32,767 credits of one session cannot be journaled: refuse the
+    // batch rather than write two rows under one key.
+    let parts = fx
+        .journal
+        .iter()
+        .map(|x| i16::try_from(x.part))
+        .collect::<Result<Vec<i16>, _>>()
+        .map_err(|_| {
+            super::protocol("ledger batch: a request with more than 32,767 journal rows")
+        })?;
     let c = &fx.credits_closed;
     let g = &fx.credits_regranted;
     let j = &fx.journal;
@@ -609,11 +619,7 @@ async fn write(conn: &mut PgConnection, fx: &Effects) -> Result<(), sqlx::Error>
     q = CreditColumns::of(fx.credits_opened.iter()).bind(q);
     let q = q
         .bind(j.iter().map(|x| x.request_key.as_str()).collect::<Vec<_>>())
-        .bind(
-            j.iter()
-                .map(|x| i16::try_from(x.part).unwrap_or(i16::MAX))
-                .collect::<Vec<_>>(),
-        )
+        .bind(parts)
         .bind(j.iter().map(|x| x.op).collect::<Vec<_>>())
         .bind(
             j.iter()
