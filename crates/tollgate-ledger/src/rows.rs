@@ -4,7 +4,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::sync::atomic::{AtomicU64, Ordering};
-use tollgate_ocs::engine::{Account, OpenReservation, SessionTotals, TariffEntry};
+use tollgate_ocs::engine::{Account, Allowance, OpenReservation, SessionTotals, TariffEntry};
 use tollgate_ocs::{Price, ServiceKey, SubscriptionId, SubscriptionType, Timestamp};
 
 /// An account row as the engine decides on it.
@@ -130,6 +130,25 @@ where
         },
         quantum: r.try_get("quantum")?,
         min_grant: r.try_get("min_grant")?,
+    })
+}
+
+/// An `allowances` row (id, account_id, unit, valid_until_ms, remaining, reserved).
+pub(crate) fn allowance_from_row<'r, R>(r: &'r R) -> Result<Allowance, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let unit = text(r, "unit")?;
+    Ok(Allowance {
+        id: r.try_get("id")?,
+        account_id: text(r, "account_id")?,
+        unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        valid_until_ms: r.try_get("valid_until_ms")?,
+        remaining: r.try_get("remaining")?,
+        reserved: r.try_get("reserved")?,
     })
 }
 

@@ -1,7 +1,8 @@
 //! Group commit on both stores: lock, read, decide in memory, write set-based.
 //!
 //! One batch is one transaction in four steps, the SQL of each store in its own module
-//! (`pg.rs` on `sqlx::Postgres`, `sqlite.rs` on `sqlx::Sqlite`), everything else here:
+//! (`pg.rs` on `sqlx::Postgres`, `sqlite.rs` on `sqlx::Sqlite`), everything else here
+//! (BEGIN and COMMIT use each store's [`crate::store::Dialect::begin`]):
 //! 1. **Lock** every account the batch touches, in id order, in one statement (every batch of
 //!    every worker and node locks in that order, so batches wait for each other, never
 //!    deadlock on these locks). The locked rows come back with their current balances. On
@@ -32,6 +33,8 @@ mod sqlite;
 use crate::catalog::Catalog;
 use crate::rows::new_reservation_id;
 use crate::store::{Database, TypedPool};
+use sqlx::pool::PoolConnection;
+use sqlx::Executor;
 use std::collections::BTreeSet;
 use tollgate_ocs::engine::{Effects, Engine, EngineError, Op, OpResult, ReservationIds, Snapshot};
 use tollgate_ocs::{
@@ -69,6 +72,41 @@ pub(crate) struct ExpireChunk {
     /// Credits found past their expiry (resolved meanwhile by a commit or not).
     pub found: usize,
     pub report: ExpireReport,
+}
+
+/// Open a batch's transaction with `begin` (each store's BEGIN, [`Dialect::begin`]).
+async fn begin<DB>(pool: &sqlx::Pool<DB>, begin: &str) -> Result<PoolConnection<DB>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    let mut conn = pool.acquire().await?;
+    (&mut *conn).execute(begin).await?;
+    Ok(conn)
+}
+
+/// COMMIT after success, ROLLBACK after an error; a connection whose ROLLBACK fails is in an
+/// unknown state and is detached rather than returned to the pool.
+async fn end<DB, T>(
+    mut conn: PoolConnection<DB>,
+    result: Result<T, sqlx::Error>,
+) -> Result<T, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+{
+    match result {
+        Ok(out) => {
+            (&mut *conn).execute("COMMIT").await?;
+            Ok(out)
+        }
+        Err(e) => {
+            if (&mut *conn).execute("ROLLBACK").await.is_err() {
+                let _ = conn.detach();
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Reservation ids of this process (`rows::new_reservation_id`): unique across processes and

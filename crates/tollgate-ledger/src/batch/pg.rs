@@ -2,20 +2,21 @@
 //! statements (sqlx prepares each on first use per connection and keeps it), every row set
 //! bound as typed arrays and expanded with `UNNEST`, so nothing is parsed as JSON.
 
-use super::{decide, decide_expiry, lock_rounds_exhausted, BatchKeys, ExpireChunk, LOCK_ROUNDS};
+use super::{
+    begin, decide, decide_expiry, end, lock_rounds_exhausted, BatchKeys, ExpireChunk, LOCK_ROUNDS,
+};
 use crate::catalog::{AccountLookup, Catalog};
 use crate::rows::{
-    account_cols, account_from_row, credit_cols, credit_from_row, subscription, tariff_from_row,
-    TARIFFS,
+    account_cols, account_from_row, allowance_from_row, credit_cols, credit_from_row, subscription,
+    tariff_from_row, TARIFFS,
 };
 use crate::store::Dialect;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, Postgres};
-use sqlx::{Executor, PgConnection, Row};
+use sqlx::{PgConnection, Row};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, LazyLock};
 use tollgate_ocs::engine::{
-    Account, Allowance, CreditRow, Effects, Op, OpResult, Snapshot, StoredOutcome, TariffEntry,
+    Account, CreditRow, Effects, Op, OpResult, Snapshot, StoredOutcome, TariffEntry,
 };
 use tollgate_ocs::{SubscriptionId, Timestamp};
 
@@ -25,7 +26,7 @@ pub(super) async fn run_batch(
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = begin(pool).await?;
+    let mut conn = begin(pool, Dialect::Postgres.begin()).await?;
     let result = async {
         let snapshot = read_locked(&mut conn, catalog, now, ops).await?;
         let (out, effects) = decide(now, snapshot, ops)?;
@@ -44,8 +45,7 @@ pub(super) async fn run_expire(
     // A plain BEGIN: the sweep's first read scans `session_credits`, which the batches'
     // planner settings ([`Dialect::begin`]) would turn into a walk of the whole index, dead
     // entries included (measured ~110 ms per sweep under load, against a few ms).
-    let mut conn = pool.acquire().await?;
-    conn.execute("BEGIN").await?;
+    let mut conn = begin(pool, "BEGIN").await?;
     let result = async {
         let snapshot = load_expired(&mut conn, now, chunk).await?;
         let (report, effects) = decide_expiry(now, snapshot)?;
@@ -63,34 +63,6 @@ pub(super) async fn tariffs(
 ) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     current_tariffs(&mut conn, catalog).await
-}
-
-/// `BEGIN`, with the transaction's statements planned as the keyed lookups they are
-/// ([`Dialect::begin`]).
-async fn begin(pool: &PgPool) -> Result<PoolConnection<Postgres>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    conn.execute(Dialect::Postgres.begin()).await?;
-    Ok(conn)
-}
-
-/// COMMIT after success, ROLLBACK after an error; a connection whose ROLLBACK fails is in an
-/// unknown state and is detached rather than returned to the pool.
-async fn end<T>(
-    mut conn: PoolConnection<Postgres>,
-    result: Result<T, sqlx::Error>,
-) -> Result<T, sqlx::Error> {
-    match result {
-        Ok(out) => {
-            conn.execute("COMMIT").await?;
-            Ok(out)
-        }
-        Err(e) => {
-            if conn.execute("ROLLBACK").await.is_err() {
-                let _ = conn.detach();
-            }
-            Err(e)
-        }
-    }
 }
 
 /// The catalog version, in the caller's transaction, and the tariffs cached at it (reloaded
@@ -262,18 +234,6 @@ async fn read_locked(
         });
     }
     Err(lock_rounds_exhausted())
-}
-
-fn allowance_from_row(r: &sqlx::postgres::PgRow) -> Result<Allowance, sqlx::Error> {
-    let unit: String = r.try_get("unit")?;
-    Ok(Allowance {
-        id: r.try_get("id")?,
-        account_id: r.try_get("account_id")?,
-        unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        valid_until_ms: r.try_get("valid_until_ms")?,
-        remaining: r.try_get("remaining")?,
-        reserved: r.try_get("reserved")?,
-    })
 }
 
 /// Up to `chunk` session credits open past their expiry, with their accounts locked (in id

@@ -8,20 +8,19 @@
 //! `BEGIN IMMEDIATE` takes the database's single write lock before anything is read, so what
 //! a batch reads cannot change before it commits: step 1 only reads the accounts.
 
-use super::{check_counts, decide, decide_expiry, BatchKeys, ExpireChunk, Written};
+use super::{begin, check_counts, decide, decide_expiry, end, BatchKeys, ExpireChunk, Written};
 use crate::catalog::{AccountLookup, Catalog};
 use crate::rows::{
-    account_cols, account_from_row, credit_cols, credit_from_row, subscription, tariff_from_row,
-    TARIFFS,
+    account_cols, account_from_row, allowance_from_row, credit_cols, credit_from_row, subscription,
+    tariff_from_row, TARIFFS,
 };
 use crate::store::Dialect;
-use sqlx::pool::PoolConnection;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
-use sqlx::{Executor, Row, SqliteConnection};
+use sqlx::{Row, SqliteConnection};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use tollgate_ocs::engine::{
-    Allowance, CreditRow, Effects, JournalRow, Op, OpResult, Snapshot, StoredOutcome, TariffEntry,
+    Account, CreditRow, Effects, JournalRow, Op, OpResult, Snapshot, StoredOutcome, TariffEntry,
 };
 use tollgate_ocs::{SubscriptionId, Timestamp};
 
@@ -37,7 +36,7 @@ pub(super) async fn run_batch(
     now: Timestamp,
     ops: &[Op],
 ) -> Result<Vec<OpResult>, sqlx::Error> {
-    let mut conn = begin(pool).await?;
+    let mut conn = begin(pool, Dialect::Sqlite.begin()).await?;
     let result = async {
         let snapshot = read(&mut conn, catalog, now, ops).await?;
         let (out, effects) = decide(now, snapshot, ops)?;
@@ -53,7 +52,7 @@ pub(super) async fn run_expire(
     now: Timestamp,
     chunk: i64,
 ) -> Result<ExpireChunk, sqlx::Error> {
-    let mut conn = begin(pool).await?;
+    let mut conn = begin(pool, Dialect::Sqlite.begin()).await?;
     let result = async {
         let snapshot = load_expired(&mut conn, now, chunk).await?;
         let (report, effects) = decide_expiry(now, snapshot)?;
@@ -71,33 +70,6 @@ pub(super) async fn tariffs(
 ) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
     current_tariffs(&mut conn, catalog).await
-}
-
-/// `BEGIN IMMEDIATE`: the write lock up front, so two writers never deadlock on an upgrade.
-async fn begin(pool: &SqlitePool) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
-    conn.execute(Dialect::Sqlite.begin()).await?;
-    Ok(conn)
-}
-
-/// COMMIT after success, ROLLBACK after an error; a connection whose ROLLBACK fails is in an
-/// unknown state and is detached rather than returned to the pool.
-async fn end<T>(
-    mut conn: PoolConnection<Sqlite>,
-    result: Result<T, sqlx::Error>,
-) -> Result<T, sqlx::Error> {
-    match result {
-        Ok(out) => {
-            conn.execute("COMMIT").await?;
-            Ok(out)
-        }
-        Err(e) => {
-            if conn.execute("ROLLBACK").await.is_err() {
-                let _ = conn.detach();
-            }
-            Err(e)
-        }
-    }
 }
 
 /// `(start, len)` of each chunk of `n` rows: powers of two, largest first, at most
@@ -258,23 +230,7 @@ async fn read(
         .chain(open.iter().map(|r| r.account_id.as_str()))
         .collect();
     let ids: Vec<&str> = ids.into_iter().collect();
-    let mut accounts = HashMap::new();
-    for row in fetch_by_keys(
-        conn,
-        &ids,
-        |v| {
-            format!(
-                "WITH x(k) AS (VALUES {v}) SELECT {} FROM x CROSS JOIN accounts a ON a.id = x.k",
-                account_cols!()
-            )
-        },
-        None,
-    )
-    .await?
-    {
-        let a = account_from_row(&row)?;
-        accounts.insert(a.id.clone(), a);
-    }
+    let accounts = fetch_accounts(conn, &ids).await?;
     let request_keys: Vec<&str> = keys.request_keys.iter().map(String::as_str).collect();
     let mut stored = HashMap::new();
     for row in fetch_by_keys(
@@ -324,16 +280,29 @@ async fn read(
     })
 }
 
-fn allowance_from_row(r: &SqliteRow) -> Result<Allowance, sqlx::Error> {
-    let unit: String = r.try_get("unit")?;
-    Ok(Allowance {
-        id: r.try_get("id")?,
-        account_id: r.try_get("account_id")?,
-        unit: unit.parse().map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        valid_until_ms: r.try_get("valid_until_ms")?,
-        remaining: r.try_get("remaining")?,
-        reserved: r.try_get("reserved")?,
-    })
+/// The accounts of `ids`, by id (the write lock is held: reading is locking).
+async fn fetch_accounts(
+    conn: &mut SqliteConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, Account>, sqlx::Error> {
+    let mut accounts = HashMap::new();
+    for row in fetch_by_keys(
+        conn,
+        ids,
+        |v| {
+            format!(
+                "WITH x(k) AS (VALUES {v}) SELECT {} FROM x CROSS JOIN accounts a ON a.id = x.k",
+                account_cols!()
+            )
+        },
+        None,
+    )
+    .await?
+    {
+        let a = account_from_row(&row)?;
+        accounts.insert(a.id.clone(), a);
+    }
+    Ok(accounts)
 }
 
 /// Up to `chunk` session credits open past their expiry and their accounts (the write lock
@@ -366,22 +335,7 @@ async fn load_expired(
         .map(|r| r.account_id.as_str())
         .collect();
     let ids: Vec<&str> = ids.into_iter().collect();
-    for row in fetch_by_keys(
-        conn,
-        &ids,
-        |v| {
-            format!(
-                "WITH x(k) AS (VALUES {v}) SELECT {} FROM x CROSS JOIN accounts a ON a.id = x.k",
-                account_cols!()
-            )
-        },
-        None,
-    )
-    .await?
-    {
-        let a = account_from_row(&row)?;
-        snapshot.accounts.insert(a.id.clone(), a);
-    }
+    snapshot.accounts = fetch_accounts(conn, &ids).await?;
     Ok(snapshot)
 }
 

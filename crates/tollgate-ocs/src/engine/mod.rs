@@ -386,12 +386,6 @@ impl<'i> Engine<'i> {
             let entry_no = self.entry_count;
             self.entry_count += 1;
             rows.push(JournalRow {
-                seq: 0,
-                request_key: key.to_string(),
-                part: 0,
-                op,
-                fingerprint: None,
-                outcome: None,
                 account_id: Some(e.account_id),
                 session_ref: e.session_ref,
                 entry_no: Some(entry_no),
@@ -404,38 +398,13 @@ impl<'i> Engine<'i> {
                 reservation_id: e.reservation_id,
                 used_units: e.used_units,
                 unbilled: e.unbilled,
-                hold_entry_no: None,
-                hold_reservation_id: None,
-                hold_amount: 0,
-                hold_allowance_id: None,
-                hold_units: 0,
+                ..JournalRow::empty(key, op)
             });
         }
         if rows.is_empty() {
             rows.push(JournalRow {
-                seq: 0,
-                request_key: key.to_string(),
-                part: 0,
-                op,
-                fingerprint: None,
-                outcome: None,
                 account_id: account.clone(),
-                session_ref: None,
-                entry_no: None,
-                kind: None,
-                amount: 0,
-                pending_delta: 0,
-                allowance_id: None,
-                units: 0,
-                pending_units: 0,
-                reservation_id: None,
-                used_units: None,
-                unbilled: 0,
-                hold_entry_no: None,
-                hold_reservation_id: None,
-                hold_amount: 0,
-                hold_allowance_id: None,
-                hold_units: 0,
+                ..JournalRow::empty(key, op)
             });
         }
         if let Some(first) = rows.first_mut() {

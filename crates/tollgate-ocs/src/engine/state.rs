@@ -284,6 +284,36 @@ pub struct JournalRow {
 }
 
 impl JournalRow {
+    /// A row of `op` under `key` carrying nothing yet (part and place are set when it is
+    /// journaled).
+    pub fn empty(key: &str, op: &'static str) -> Self {
+        JournalRow {
+            seq: 0,
+            request_key: key.to_string(),
+            part: 0,
+            op,
+            fingerprint: None,
+            outcome: None,
+            account_id: None,
+            session_ref: None,
+            entry_no: None,
+            kind: None,
+            amount: 0,
+            pending_delta: 0,
+            allowance_id: None,
+            units: 0,
+            pending_units: 0,
+            reservation_id: None,
+            used_units: None,
+            unbilled: 0,
+            hold_entry_no: None,
+            hold_reservation_id: None,
+            hold_amount: 0,
+            hold_allowance_id: None,
+            hold_units: 0,
+        }
+    }
+
     /// The ledger entries the row carries, in order (what `v_entries` lists for it).
     pub fn entries(&self) -> Vec<LedgerEntry> {
         let mut out = Vec::new();
