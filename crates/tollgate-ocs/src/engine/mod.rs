@@ -242,9 +242,11 @@ impl<'i> Engine<'i> {
     /// Applies one operation with idempotency.
     pub fn apply(&mut self, op: &Op) -> Result<OpResult, EngineError> {
         let key = op.key().to_key_string();
-        let fp = op.fingerprint();
+        let text = op.fingerprint_text();
+        let fp = op::fingerprint_digest(&text);
         if let Some(s) = self.state.stored.get(&key) {
-            if s.fingerprint != fp {
+            // Answers stored before ledger v2 hold the fingerprint's text itself.
+            if s.fingerprint != fp && s.fingerprint != text {
                 return Ok(Err(LedgerError::ChangedDuplicate { key }));
             }
             let outcome: OpOutcome =
@@ -1131,6 +1133,21 @@ mod tests {
         );
         assert_eq!((g.row.session_used, g.row.session_charged), (12, 12));
         assert_eq!((g.row.opened_at_ms, g.row.granted_at_ms), (10, 20));
+    }
+
+    #[test]
+    fn a_fingerprint_is_stored_as_the_first_128_bits_of_its_sha256() {
+        // The stored form must never change between versions: a retransmission across an
+        // upgrade is matched against it (FIPS 180-2's "abc" example).
+        assert_eq!(
+            op::fingerprint_digest("abc"),
+            "ba7816bf8f01cfea414140de5dae2223"
+        );
+        let r = reserve(0, 30);
+        assert_eq!(
+            r.fingerprint(),
+            op::fingerprint_digest(&r.fingerprint_text())
+        );
     }
 
     #[test]

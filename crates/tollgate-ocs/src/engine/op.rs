@@ -79,9 +79,17 @@ impl Op {
             Op::Refund(_) => "refund",
         }
     }
-    /// The request content a retry must repeat. Expiry times and CDR payloads are left out: a
-    /// retransmission computes a later expiry and may re-encode its service data.
+    /// What the ledger stores of the request a retry must repeat: the first 128 bits of the
+    /// SHA-256 of [`Op::fingerprint_text`], in hex (32 characters instead of the ~150 of the
+    /// text, on every journal row).
     pub fn fingerprint(&self) -> String {
+        fingerprint_digest(&self.fingerprint_text())
+    }
+
+    /// The request content a retry must repeat. Expiry times and CDR payloads are left out: a
+    /// retransmission computes a later expiry and may re-encode its service data. Ledgers
+    /// before v2 stored this text itself as the fingerprint.
+    pub fn fingerprint_text(&self) -> String {
         let v = match self {
             Op::Reserve(r) => serde_json::json!([
                 "reserve",
@@ -125,6 +133,19 @@ impl Op {
             _ => None,
         }
     }
+}
+
+/// The stored form of a fingerprint text (see [`Op::fingerprint`]).
+pub fn fingerprint_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::fmt::Write;
+    let digest = Sha256::digest(text.as_bytes());
+    let mut hex = String::with_capacity(32);
+    for b in &digest[..16] {
+        // Writing to a String cannot fail.
+        let _ = write!(hex, "{b:02x}");
+    }
+    hex
 }
 
 /// What one operation answered, or why it could not be applied.
