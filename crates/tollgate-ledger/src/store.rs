@@ -2,8 +2,9 @@
 //! `sqlx::SqlitePool`) for the ledger's batches, where every statement is prepared and row sets
 //! are bound as typed arrays; a small `sqlx::AnyPool` for the operator's and auditor's
 //! statements (admin, verify, balance), which are the same SQL on both stores and run rarely;
-//! a [`Dialect`] for the few of those that differ; and the embedded migrations (`migrations/{postgres,sqlite}`, referenced by relative path so the layout
-//! survives the move into the main workspace).
+//! a [`Dialect`] for the few of those that differ; and the embedded migrations
+//! (`migrations/{postgres,sqlite}`, referenced by relative path so the layout survives the
+//! move into the main workspace).
 
 use crate::StoreError;
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};

@@ -23,8 +23,9 @@
 //! Why: the cost of an operation in a database is mostly per statement (executor start-up,
 //! constraint checks, a round trip), not per row, so a batch runs a fixed handful of
 //! prepared statements whatever its size, with its row sets bound as typed arrays (PostgreSQL)
-//! or multi-row VALUES (SQLite); nothing on this path parses JSON but the stored answers of
-//! retransmissions. Under the row locks of step 1 nothing the batch read can change before it
+//! or multi-row VALUES (SQLite). No row set travels as JSON: the only JSON on this path is
+//! what is stored as JSON (the answers, written as text and parsed only to replay a
+//! retransmission, and a session's CDR payload). Under the row locks of step 1 nothing the batch read can change before it
 //! commits, so deciding in memory is as safe as deciding row by row.
 
 mod pg;
