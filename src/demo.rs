@@ -27,7 +27,8 @@ pub async fn seed(db: &Database, now: Timestamp) -> anyhow::Result<()> {
         Err(AdminError::Exists(_)) => return Ok(()),
         Err(e) => return Err(e.into()),
     }
-    // IM sessions by the second, messages by the unit (spec §4.4), on the IMS context.
+    // IM sessions by the second, messages by the unit (docs/protocol.md, "Service context,
+    // units and payload for OMA IM"), on the IMS context.
     for (unit, price, quantum) in [
         (UnitType::Seconds, "0.01", 60),
         (UnitType::Units, "0.05", 10),

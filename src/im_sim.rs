@@ -1,12 +1,12 @@
 //! `tollgate im-sim`: an OMA IM server replaying the seed flows over CH-2, through the CH-2
 //! client of `tollgate-cc`, against Tollgate or any Diameter Ro OCS.
 //!
-//! Scenarios (spec §5): `one-to-one` (seed 000, 6.3.3.1: reserve before the INVITE is
-//! forwarded), `conference` (seed 000, 6.3.3.2: 200 OK to the initiator first, so a refusal
-//! ends the session with BYE), `deferred` (seed 003, 6.3.2.8: reserve at REGISTER, push the
-//! granted number of messages, one debit once every MSRP SEND has settled). Each step prints
-//! like the seed's numbered steps: the SIP/MSRP event, the CH-2 message, the CCR/CCA with key
-//! AVPs, and the balance after it when the ledger can be read.
+//! Scenarios (docs/protocol.md, "Seed flows"): `one-to-one` (seed 000, 6.3.3.1: reserve before the
+//! INVITE is forwarded), `conference` (seed 000, 6.3.3.2: 200 OK to the initiator first, so a
+//! refusal ends the session with BYE), `deferred` (seed 003, 6.3.2.8: reserve at REGISTER, push the
+//! granted number of messages, one debit once every MSRP SEND has settled). Each step prints like
+//! the seed's numbered steps: the SIP/MSRP event, the CH-2 message, the CCR/CCA with key AVPs, and
+//! the balance after it when the ledger can be read.
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};

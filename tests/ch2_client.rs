@@ -1,7 +1,7 @@
-//! The CH-2 client's failure handling (RFC 4006 §5.5, §5.7; spec §2.7) over real TCP against
-//! real OCS nodes (the credit-control application on a real ledger) behind proxies that can
-//! lose answers: the request is executed and committed, but the CCA never arrives. That is
-//! the case that loses or invents money when a client gets it wrong.
+//! The CH-2 client's failure handling (RFC 4006 §5.5, §5.7; docs/protocol.md, "Client failure
+//! handling") over real TCP against real OCS nodes (the credit-control application on a real
+//! ledger) behind proxies that can lose answers: the request is executed and committed, but the CCA
+//! never arrives. That is the case that loses or invents money when a client gets it wrong.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 

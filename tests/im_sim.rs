@@ -1,6 +1,6 @@
-//! The three seed flows and their failure branches (spec §5), played by `tollgate im-sim`
-//! through the CH-2 client against a spawned `tollgate serve`: each test asserts the exact
-//! CCR sequence as written on the wire (im-sim's --wire-log holds every frame the client
+//! The three seed flows and their failure branches (docs/protocol.md, "Seed flows"), played by
+//! `tollgate im-sim` through the CH-2 client against a spawned `tollgate serve`: each test asserts
+//! the exact CCR sequence as written on the wire (im-sim's --wire-log holds every frame the client
 //! wrote) and the ledger afterwards (balance, entry kinds, no open reservation, `verify`).
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
@@ -362,9 +362,9 @@ async fn wait_released(store: &Store) {
     panic!("the reservation was not released after Tcc");
 }
 
-/// The IM server vanishes after the reservation (spec §5.1–5.3): no stop or debit ever
-/// comes, the OCS releases the reservation at Tcc without charging, and a late report is
-/// 5002 (RFC 4006 §7).
+/// The IM server vanishes after the reservation (docs/protocol.md, "Seed flows"): no stop or debit
+/// ever comes, the OCS releases the reservation at Tcc without charging, and a late report is 5002
+/// (RFC 4006 §7).
 async fn vanishes(backend: Backend, scenario: &str, requested: u64) {
     let Some(store) = Store::new(backend).await else {
         return;
@@ -666,8 +666,8 @@ async fn deferred_invite_fails(backend: Backend) {
     store.drop_store().await;
 }
 
-/// The debit retransmitted with the T flag (spec §5.3): the stored CCA comes back, nothing
-/// is debited twice.
+/// The debit retransmitted with the T flag (docs/protocol.md, "Deferred message push"): the stored
+/// CCA comes back, nothing is debited twice.
 async fn deferred_debit_retransmitted(backend: Backend) {
     let Some((store, server)) = setup(backend, "10.00").await else {
         return;

@@ -343,11 +343,11 @@ class RoClient(Client):
         self.ask_cc("unknown-user", req, 5030)
 
     def retransmit(self, original, first_line):
-        """The ECUR CCR-T again, AVP for AVP (same Session-Id, CC-Request-Number,
-        Event-Timestamp ...), with the T flag and a new Hop-by-Hop id. First as a real
-        retransmission (RFC 6733 §3: same End-to-End id), then with a new End-to-End id so
-        that only the (Session-Id, CC-Request-Number) idempotency of RFC 4006 §5.1 and
-        spec §2.8 can recognise it. Both must get the first answer again."""
+        """The ECUR CCR-T again, AVP for AVP (same Session-Id, CC-Request-Number, Event-Timestamp
+        ...), with the T flag and a new Hop-by-Hop id. First as a real retransmission (RFC 6733 §3:
+        same End-to-End id), then with a new End-to-End id so that only the (Session-Id,
+        CC-Request-Number) idempotency of RFC 4006 §5.1 and docs/protocol.md, "Duplicates and
+        idempotency" can recognise it. Both must get the first answer again."""
         for step, e2e in (("ecur-t-retx", original.header.end_to_end_identifier), ("ecur-t-replay", None)):
             req = request(CMD_CCR, APP_CC, FLAG_R | FLAG_P | FLAG_T, original.avps, self.ids, e2e=e2e)
             _, line, _ = self.ask_cc(step, req, first_line["result_code"])

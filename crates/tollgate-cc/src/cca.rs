@@ -101,10 +101,11 @@ impl<'a> Cca<'a> {
     }
 
     /// Chooses the command-level Result-Code from the per-service ones (RFC 4006 §5.1.2,
-    /// spec §2.4): success if any service succeeded; otherwise the services' common failure
-    /// (e.g. 4012 when the only rating group is out of credit). 5030 and 5031 concern the
-    /// whole request and always go to command level; `single_failure_wins` puts a lone
-    /// service's failure there too (CCR-I: no session is created).
+    /// docs/protocol.md, "Multiple-Services-Credit-Control"): success if any service succeeded;
+    /// otherwise the services' common failure (e.g. 4012 when the only rating group is out of
+    /// credit). 5030 and 5031 concern the whole request and always go to command level;
+    /// `single_failure_wins` puts a lone service's failure there too (CCR-I: no session is
+    /// created).
     pub fn settle_command_result(&mut self, single_failure_wins: bool) {
         if let Some(s) = self.services.iter().find(|s| {
             matches!(

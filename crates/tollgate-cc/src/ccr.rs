@@ -1,6 +1,6 @@
 //! A CCR as the OCS needs it (RFC 4006 §3.1, TS 32.299 §6.4.2): parsed from a validated
 //! message into plain values, or refused with the Result-Code and Failed-AVP a missing or bad
-//! value deserves (DESIGN §2.8 "parse, don't validate").
+//! value deserves (docs/architecture.md, "Parse, don't validate").
 
 use tollgate_codec::codes::*;
 use tollgate_codec::{Avp, AvpCode, Message, ProtocolError};

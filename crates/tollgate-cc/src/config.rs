@@ -9,7 +9,8 @@ pub struct CcConfig {
     /// Validity-Time sent with every grant (RFC 4006 §8.33), seconds.
     pub validity_time_s: u32,
     /// A reservation not reported by CCR-U/T within `validity_time_s × tcc_factor` is
-    /// released by the sweeper (RFC 4006 §7 Tcc; spec §2.6 suggests 2).
+    /// released by the sweeper (RFC 4006 §7 Tcc; docs/protocol.md, "Server session and Tcc"
+    /// suggests 2).
     pub tcc_factor: u32,
     /// Credit-Control-Failure-Handling to send (RFC 4006 §8.14); None sends nothing, which
     /// clients read as TERMINATE.

@@ -1,7 +1,7 @@
-//! Operator operations behind the CLI (DESIGN §6): provisioning accounts, subscriptions,
-//! allowances and tariffs, top-ups, and `verify`, which recomputes everything from the ledger
-//! entries. Each mutation is one transaction; top-ups and allowance grants are entries like any
-//! other money movement.
+//! Operator operations behind the CLI (docs/architecture.md, "The operator's surface"):
+//! provisioning accounts, subscriptions, allowances and tariffs, top-ups, and `verify`, which
+//! recomputes everything from the ledger entries. Each mutation is one transaction; top-ups and
+//! allowance grants are entries like any other money movement.
 
 use crate::rows::{account_from_row, AccountRow, ACCOUNT_COLS};
 use crate::store::{Database, Dialect};
@@ -507,7 +507,7 @@ async fn problems(
 }
 
 /// Recompute every balance from the entries and check the reservation life cycle (docs/ledger.md,
-/// "Verify").
+/// "Invariants checked by `tollgate ledger verify`").
 pub async fn verify(db: &Database) -> Result<VerifyReport, AdminError> {
     let mut rep = VerifyReport::default();
     let count = |sql: &'static str| async move {

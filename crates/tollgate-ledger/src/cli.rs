@@ -1,7 +1,7 @@
-//! The operator subcommands of DESIGN §6 (`migrate`, `account`, `tariff`, `ledger verify`) as
-//! clap-derive structs plus async `run` functions. The root binary mounts these and owns
-//! `main`; each `run` returns a result it turns into the exit code (`ledger verify` returns
-//! `AdminError::Inconsistent` on any mismatch → exit 1).
+//! The operator subcommands (docs/architecture.md, "The operator's surface": `migrate`, `account`,
+//! `tariff`, `ledger verify`) as clap-derive structs plus async `run` functions. The root binary
+//! mounts these and owns `main`; each `run` returns a result it turns into the exit code (`ledger
+//! verify` returns `AdminError::Inconsistent` on any mismatch → exit 1).
 
 use crate::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
 use crate::store::{Database, PoolConfig};
@@ -16,7 +16,7 @@ pub fn default_database_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("ledger.sqlite3").display())
 }
 
-/// Default data directory (DESIGN §6).
+/// Default data directory (docs/architecture.md, "The operator's surface").
 pub const DEFAULT_DATA_DIR: &str = "./tollgate-data";
 
 #[derive(Debug, Clone, Args)]

@@ -1,4 +1,5 @@
-//! `SqlLedger`: the [`Ledger`] trait on a database, with group commit (DESIGN §4).
+//! `SqlLedger`: the [`Ledger`] trait on a database, with group commit (docs/architecture.md,
+//! "Group commit").
 //!
 //! Mutations go through bounded queues to `BatchConfig::workers` batch workers (one on SQLite,
 //! which has one writer anyway). A worker takes the first queued op, keeps collecting until
@@ -37,7 +38,8 @@ use tokio::sync::{mpsc, oneshot};
 use tollgate_ocs::engine::{choose_tariff, Op, OpOutcome, OpResult};
 use tollgate_ocs::*;
 
-/// Group-commit limits (DESIGN §2.9: every limit is a named field with a default).
+/// Group-commit limits (docs/architecture.md, "Limits and defaults": every limit is a named
+/// field with a default).
 #[derive(Debug, Clone)]
 pub struct BatchConfig {
     /// Most ops in one transaction.

@@ -69,7 +69,8 @@ impl Dialect {
 /// A pooled connection idle at least this long is pinged before a batch uses it.
 const IDLE_PING_AFTER: Duration = Duration::from_secs(1);
 
-/// Pool sizing; a named field with a default for every limit (DESIGN §2.9).
+/// Pool sizing; a named field with a default for every limit (docs/architecture.md, "Limits
+/// and defaults").
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
     pub max_connections: u32,

@@ -1,4 +1,4 @@
-//! The auditors' role is a public interface (docs/ledger.md, "For auditors"): on a migrated
+//! The auditors' role is a public interface (README.md, "For auditors"; docs/ledger.md): on a migrated
 //! PostgreSQL ledger, `tollgate_auditor` can read every table and view the migrations create
 //! and write none of them. A migration that adds a table without its grant, or grants too
 //! much, fails here.

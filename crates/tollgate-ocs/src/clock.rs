@@ -1,4 +1,5 @@
-//! Time as an input (DESIGN §2.7): the ledger never reads the wall clock itself.
+//! Time as an input (docs/architecture.md, "Time is an input"): the ledger never reads the
+//! wall clock itself.
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -1,6 +1,7 @@
 //! Errors and refusals. A *refusal* is a business answer that is stored with the request key
-//! and replayed on retry (DESIGN §2.11: "a refusal stays a refusal"); an *error* is not an
-//! answer about money and stores nothing. Each knows its Result-Code (DESIGN §2.5).
+//! and replayed on retry (docs/architecture.md, "Idempotency": a refusal stays a refusal); an
+//! *error* is not an answer about money and stores nothing. Each knows its Result-Code
+//! (docs/architecture.md, "Errors choose the answer").
 
 use serde::{Deserialize, Serialize};
 
@@ -20,7 +21,8 @@ pub enum Refusal {
     #[error("account blocked")]
     AccountBlocked,
     /// Usage reported for a session with no open reservation (never opened, already
-    /// finished, or expired by the sweeper: late usage after expiry is not charged, DESIGN §3).
+    /// finished, or expired by the sweeper: late usage after expiry is not charged;
+    /// docs/protocol.md, "Late usage after Tcc").
     #[error("no open reservation")]
     NoReservation,
 }
@@ -41,8 +43,8 @@ impl Refusal {
 /// Failures of a ledger call. Nothing was changed when one of these is returned.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LedgerError {
-    /// The request key was used before with different request content (spec §2.8 PROPOSAL:
-    /// 5004 INVALID_AVP_VALUE).
+    /// The request key was used before with different request content (our choice:
+    /// 5004 INVALID_AVP_VALUE; docs/protocol.md, "Duplicates and idempotency").
     #[error("request key {key} was already used for a different request")]
     ChangedDuplicate { key: String },
     /// The request can never succeed as written (unit count beyond i64, bad service key).

@@ -1,8 +1,10 @@
-//! The `Ledger` trait: two-phase charging (DESIGN §3, spec §5.4) as async operations.
+//! The `Ledger` trait: two-phase charging as async operations (docs/architecture.md, "The
+//! two-phase money model"; docs/protocol.md, "Ledger operations").
 //!
 //! Every mutating operation carries a [`RequestKey`]; the ledger stores the outcome in the same
 //! transaction as the money, so a retry returns the stored outcome and changes nothing, and the
-//! same key with different content is [`LedgerError::ChangedDuplicate`] (spec §2.8).
+//! same key with different content is [`LedgerError::ChangedDuplicate`] (docs/protocol.md,
+//! "Duplicates and idempotency").
 
 use crate::clock::Timestamp;
 use crate::error::{LedgerError, Refusal};
@@ -14,7 +16,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 /// Idempotency key: Origin-Host + Session-Id + CC-Request-Number (+ Rating-Group for one MSCC),
-/// DESIGN §2.11.
+/// docs/architecture.md, "Idempotency".
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct RequestKey {
     pub origin_host: String,

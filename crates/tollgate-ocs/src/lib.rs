@@ -3,12 +3,13 @@
 //! Layout: [`money`] holds integer money (minor units + a currency with its scale) and decimal
 //! parsing; [`units`] the unit types a grant can be expressed in (RFC 4006 §8.32 CC-Unit-Type);
 //! [`subscription`] the Subscription-Id (RFC 4006 §8.46) and its `e164:`/`imsi:`/… text form;
-//! [`tariff`] service keys, prices and rating (quantum, minimum grant); [`clock`] the `Clock`
-//! trait (time is an input, DESIGN §2.7); [`ledger`] the `Ledger` trait with its request and
-//! outcome types (the two-phase model of DESIGN §3); [`error`] the crate's error enum, each
-//! variant knowing the Result-Code it becomes (DESIGN §2.5); [`engine`] every money decision
-//! of the ledger (reserve, post, release, direct debit, refund, with idempotency), applied to
-//! a snapshot the store loads and returning the rows it writes.
+//! [`tariff`] service keys, prices and rating (quantum, minimum grant); [`clock`] the `Clock` trait
+//! (docs/architecture.md, "Time is an input"); [`ledger`] the `Ledger` trait with its request and
+//! outcome types (docs/architecture.md, "The two-phase money model"); [`error`] the crate's error
+//! enum, each variant knowing the Result-Code it becomes (docs/architecture.md, "Errors choose the
+//! answer"); [`engine`] every money decision of the ledger (reserve, post, release, direct debit,
+//! refund, with idempotency), applied to a snapshot the store loads and returning the rows it
+//! writes.
 //!
 //! No SQL and no Diameter live here: `tollgate-ledger` implements [`Ledger`] on databases and
 //! `tollgate-cc` maps CCRs onto it.

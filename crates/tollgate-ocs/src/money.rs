@@ -1,5 +1,6 @@
-//! Integer money (DESIGN §2.10, spec §5.4): an amount is an `i64` of minor units; the currency
-//! says how many decimal places one major unit has. Floats never appear.
+//! Integer money (docs/architecture.md, "Integer money and unit names"): an amount is an
+//! `i64` of minor units; the currency says how many decimal places one major unit has. Floats
+//! never appear.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

@@ -1,5 +1,5 @@
 //! Subscription-Id (RFC 4006 §8.46, types §8.47) and its provisioning text form
-//! (`e164:15550000001`, DESIGN §6).
+//! (`e164:15550000001`, docs/architecture.md, "The operator's surface").
 
 use serde::{Deserialize, Serialize};
 use std::fmt;

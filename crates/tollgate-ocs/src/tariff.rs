@@ -2,7 +2,7 @@
 //! requested units into a grant (quantum, minimum grant, what the balance affords) and used
 //! units into a charge. Arithmetic is integer (i128 intermediates) and rounds *up* when a price
 //! is finer than the minor unit: a charge is never below the exact price (documented in
-//! docs/ledger.md, "Rating").
+//! docs/ledger.md, "Policies").
 
 use crate::error::Refusal;
 use crate::money::{split_decimal, AmountError, Money};

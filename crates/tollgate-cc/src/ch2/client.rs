@@ -2,7 +2,8 @@
 //! CER/CEA, RFC 3539 watchdog, DPR on close) towards one or more OCSs, which turns CH-2
 //! calls into CCRs and CCAs into [`Response`]s.
 //!
-//! What it does for the IM server (RFC 4006 §5.5, §5.7, §7; spec §2.7):
+//! What it does for the IM server (RFC 4006 §5.5, §5.7, §7; docs/protocol.md, "Client failure
+//! handling"):
 //! - one Diameter Session-Id per SessionRequest start…stop and per reserve…debit pair, with
 //!   CC-Request-Numbers 0, 1, 2 …; Destination-Host pinned to the Origin-Host of the first CCA;
 //! - servers in order of preference: a new session goes to the first one that is open;
@@ -260,7 +261,7 @@ impl Ch2Client {
                 },
             );
             // A first request may go to any server: nothing is pinned yet, and a new session
-            // may always start on a secondary (spec §2.7).
+            // may always start on a secondary (docs/protocol.md, "Client failure handling").
             return Ok(Slot {
                 session_id,
                 number: 0,

@@ -1,4 +1,5 @@
-//! CH-2 ↔ Diameter Credit-Control, sans-io (spec §4.3–4.4).
+//! CH-2 ↔ Diameter Credit-Control, sans-io (docs/protocol.md, "CH-2 to credit-control
+//! mapping" and "Service context, units and payload for OMA IM").
 //!
 //! | CH-2 | CCR |
 //! |---|---|
@@ -9,8 +10,8 @@
 //! Quota always travels in Multiple-Services-Credit-Control (TS 32.299 §6.3: Ro has no
 //! top-level units), with Multiple-Services-Indicator on the INITIAL request (RFC 4006 §8.40).
 //! The OMA IM AVPs (Service-Generic-Information, IM-Information) are M-flagged 3GPP AVPs that
-//! an OCS which does not know them answers with 5001 (spec §4.4), so they can be switched off,
-//! as can IMS-Information.
+//! an OCS which does not know them answers with 5001 (docs/protocol.md, "Service context,
+//! units and payload for OMA IM"), so they can be switched off, as can IMS-Information.
 
 use super::*;
 use tollgate_codec::codes::*;
@@ -33,8 +34,9 @@ pub struct Ch2Profile {
     pub origin_realm: String,
     /// Realm of the OCS (Destination-Realm of every CCR).
     pub destination_realm: String,
-    /// Service-Context-Id (spec §4.4: default 32260@3gpp.org, the IMS context; an operator
-    /// value such as `simple-im@operator.example` works as well).
+    /// Service-Context-Id (docs/protocol.md, "Service context, units and payload for OMA
+    /// IM": default 32260@3gpp.org, the IMS context; an operator value such as
+    /// `simple-im@operator.example` works as well).
     pub service_context_id: String,
     /// Application-Server-Id inside Service-Generic-Information.
     pub application_server_id: Option<String>,
@@ -162,7 +164,8 @@ impl Ch2Profile {
     }
 
     /// Service-Information{IMS-Information, Service-Generic-Information, IM-Information}:
-    /// the OMA containers are siblings of IMS-Information (TS 32.299 §7.2.192, spec §3.3).
+    /// the OMA containers are siblings of IMS-Information (TS 32.299 §7.2.192;
+    /// docs/protocol.md, "Service-Information and IMS-Information").
     fn service_information(&self, p: &ImPayload) -> Option<Avp> {
         let mut members = Vec::new();
         if self.ims_payload {
@@ -350,7 +353,8 @@ fn final_unit_action(fui: &Avp) -> Option<FinalUnitAction> {
 }
 
 /// Reads a CCA into a CH-2 Response. MSCC values win over the RFC-style top-level ones;
-/// a non-success command-level Result-Code wins over the MSCC's (spec §2.4).
+/// a non-success command-level Result-Code wins over the MSCC's (docs/protocol.md,
+/// "Multiple-Services-Credit-Control").
 pub fn response_from_cca(cca: &Message, session_id: &str, number: u32) -> Response {
     let code = cca.result_code().map(|c| c.0);
     let mut r = Response {

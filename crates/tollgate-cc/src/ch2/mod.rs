@@ -4,12 +4,13 @@
 //! Layout: this module is the CH-2 model — [`SessionRequest`] (start, interim, stop),
 //! [`EventRequest`] (reserve units, debit units, direct debit, refund, balance check, price
 //! enquiry) and [`Response`]; [`mapping`] turns them into CCRs and CCAs back into Responses
-//! (sans-io, spec §4.3–4.4); [`client`] is the Diameter client peer an IM server embeds
+//! (sans-io; docs/protocol.md, "CH-2 to credit-control mapping" and "Service context, units
+//! and payload for OMA IM"); [`client`] is the Diameter client peer an IM server embeds
 //! (CER, watchdog, failover, the Tx timer and the failure-handling rules of RFC 4006 §5.5/§5.7).
 //!
-//! The OMA CH-2 technical specification could not be consulted (spec §4.2): the parameter
-//! names here are ours, the mapping is the PROPOSAL of spec §4.3, aligned with 3GPP SCUR,
-//! ECUR and IEC.
+//! The OMA CH-2 technical specification could not be consulted (docs/protocol.md, "What could
+//! not be confirmed"): the parameter names here are ours, the mapping is our choice
+//! (docs/protocol.md, "CH-2 to credit-control mapping"), aligned with 3GPP SCUR, ECUR and IEC.
 
 pub mod client;
 pub mod mapping;
@@ -21,8 +22,8 @@ pub use client::{Ch2Client, Ch2ClientConfig, Ch2Error};
 pub use mapping::Ch2Profile;
 
 /// The quantity a CH-2 request asks for, reports or is granted, in one unit type
-/// (spec §4.4: sessions by the second, messages as service-specific units, large messages
-/// by octets).
+/// (docs/protocol.md, "Service context, units and payload for OMA IM": sessions by the
+/// second, messages as service-specific units, large messages by octets).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Ch2Units {
     /// CC-Time, seconds.
@@ -61,7 +62,8 @@ impl fmt::Display for Ch2Units {
     }
 }
 
-/// SessionRequest's phase and the CCR type it maps to (spec §4.3).
+/// SessionRequest's phase and the CCR type it maps to (docs/protocol.md, "CH-2 to
+/// credit-control mapping").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionPhase {
     /// CCR-INITIAL, CC-Request-Number 0.
@@ -72,7 +74,8 @@ pub enum SessionPhase {
     Stop,
 }
 
-/// EventRequest's kind and the CCR it maps to (spec §4.3).
+/// EventRequest's kind and the CCR it maps to (docs/protocol.md, "CH-2 to credit-control
+/// mapping").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventAction {
     /// ECUR first half: CCR-INITIAL reserving units.
@@ -147,7 +150,8 @@ pub enum RoleOfNode {
     Terminating = 1,
 }
 
-/// OMA Application-Service-Type for SIMPLE IM (AVP 2102, spec §4.1).
+/// OMA Application-Service-Type for SIMPLE IM (AVP 2102; docs/protocol.md, "The OMA charging
+/// enabler").
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ApplicationServiceType {
     Sending = 100,
@@ -170,7 +174,8 @@ pub struct ImCounters {
 }
 
 /// The service description a CH-2 request carries: what lands in Service-Information
-/// (IMS-Information, Service-Generic-Information, IM-Information; spec §4.4).
+/// (IMS-Information, Service-Generic-Information, IM-Information; docs/protocol.md, "Service
+/// context, units and payload for OMA IM").
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ImPayload {
     /// Event-Type{SIP-Method}: "INVITE", "REGISTER", "MESSAGE".

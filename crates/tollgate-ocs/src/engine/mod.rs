@@ -8,7 +8,7 @@
 //! Layout: [`op`] the operations and their outcomes, [`plan`] the arithmetic of each decision,
 //! [`state`] the snapshot and effect rows, this module the decisions.
 //!
-//! Idempotency (docs/ledger.md, "Idempotency"): an operation whose request key has a stored
+//! Idempotency (docs/ledger.md, "journal — immutable"): an operation whose request key has a stored
 //! outcome replays it when the request is the same (fingerprint) and is a
 //! [`LedgerError::ChangedDuplicate`] when it is not; a new outcome is stored with the money.
 

@@ -1,6 +1,6 @@
 //! The operations the ledger applies, as data: what each asks, what it answered (the
 //! outcome a retransmission replays), and the fingerprint a retry must repeat (docs/ledger.md,
-//! "Idempotency": the outcome is stored in the same transaction as the money).
+//! "journal — immutable": the outcome is stored in the same transaction as the money).
 
 use crate::error::LedgerError;
 use crate::ledger::*;

@@ -1,6 +1,6 @@
 //! The money arithmetic of each decision, one definition for every path: how a post, a
 //! direct debit and a refund are priced and bounded by the credit floor (docs/ledger.md,
-//! "Overdraft policy"), and the checks a commit must pass before anything is looked up.
+//! "Policies"), and the checks a commit must pass before anything is looked up.
 
 use crate::error::{LedgerError, Refusal};
 use crate::ledger::{CommitRequest, RefundAmount};

@@ -230,7 +230,7 @@ pub struct CreditClose {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
     pub account_id: String,
-    /// pending | post | void | expire | direct_debit | refund (docs/ledger.md, "Entry kinds").
+    /// pending | post | void | expire | direct_debit | refund (docs/ledger.md, "journal — immutable").
     pub kind: &'static str,
     /// Change of the posted balance, minor units.
     pub amount: i64,
@@ -251,7 +251,7 @@ pub struct LedgerEntry {
 /// One journal row: one operation's stored answer (part 0) and up to two of its ledger
 /// entries: its own, and the pending entry of the grant a commit opens (`hold_*`). An
 /// operation with more entries (a release of several credits) takes parts 1, 2, ...
-/// (docs/ledger.md, "Tables"). Entries are numbered in batch order (`entry_no`,
+/// (docs/ledger.md, "journal — immutable"). Entries are numbered in batch order (`entry_no`,
 /// `hold_entry_no`); the store turns those into ledger-wide entry ids.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JournalRow {
