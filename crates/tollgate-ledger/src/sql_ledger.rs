@@ -21,7 +21,8 @@
 //! Failure policy: a refusal is an outcome, not a failure, and never aborts a batch. If the
 //! batch transaction fails, it is retried (deadlock / serialization failure, up to
 //! `max_retries`); a batch that still fails is split and each op is run alone, so only the op
-//! that breaks the transaction answers `LedgerError::Store` (which the server maps to 3004).
+//! that breaks the transaction answers `LedgerError::Store` (which the server answers with its
+//! configured `store_failure_result`, 5012 by default: `tollgate-cc/src/app.rs`).
 //! Nothing of a failed transaction stays, and every op is idempotent on its key, so a client
 //! retry after a Store error is safe.
 

@@ -75,6 +75,8 @@ impl LedgerError {
             LedgerError::UnknownSubscriber => 5030,
             LedgerError::NoTariff => 5031,
             // Transient: the client may retry (with the T flag) or fail over (RFC 4006 §5.1).
+            // The credit-control server answers these two with its configured
+            // `store_failure_result` instead (5012 by default, `tollgate-cc/src/app.rs`).
             LedgerError::Store { .. } => 3004,
             LedgerError::Unavailable => 3004,
         }
