@@ -110,6 +110,38 @@ where
     }
 }
 
+/// The catalog version, in the caller's transaction, and the tariffs cached at it (reloaded
+/// when it moved); the same statements on both stores.
+async fn tariffs_in_transaction<DB>(
+    conn: &mut DB::Connection,
+    catalog: &Catalog,
+) -> Result<std::sync::Arc<Vec<tollgate_ocs::engine::TariffEntry>>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    (i64,): for<'r> sqlx::FromRow<'r, DB::Row>,
+    i64: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    Option<i64>: for<'r> sqlx::Decode<'r, DB>,
+    String: sqlx::Type<DB> + for<'r> sqlx::Decode<'r, DB>,
+    for<'a> &'a str: sqlx::ColumnIndex<DB::Row>,
+{
+    let version: i64 = sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    if let Some(t) = catalog.tariffs_at(version) {
+        return Ok(t);
+    }
+    let rows = sqlx::query(crate::rows::TARIFFS)
+        .fetch_all(&mut *conn)
+        .await?;
+    let tariffs = rows
+        .iter()
+        .map(crate::rows::tariff_from_row)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(catalog.store_tariffs(version, tariffs))
+}
+
 /// Reservation ids of this process (`rows::new_reservation_id`): unique across processes and
 /// restarts, named before the rows are inserted.
 pub(crate) struct ProcessReservationIds;

@@ -2,13 +2,13 @@
 //! statements (sqlx prepares each on first use per connection and keeps it), every row set
 //! bound as typed arrays and expanded with `UNNEST`, so nothing is parsed as JSON.
 
+use super::tariffs_in_transaction;
 use super::{
     begin, decide, decide_expiry, end, lock_rounds_exhausted, BatchKeys, ExpireChunk, LOCK_ROUNDS,
 };
 use crate::catalog::{AccountLookup, Catalog};
 use crate::rows::{
     account_cols, account_from_row, allowance_from_row, credit_cols, credit_from_row, subscription,
-    tariff_from_row, TARIFFS,
 };
 use crate::store::Dialect;
 use sqlx::postgres::{PgPool, Postgres};
@@ -62,27 +62,7 @@ pub(super) async fn tariffs(
     catalog: &Catalog,
 ) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    current_tariffs(&mut conn, catalog).await
-}
-
-/// The catalog version, in the caller's transaction, and the tariffs cached at it (reloaded
-/// when it moved).
-async fn current_tariffs(
-    conn: &mut PgConnection,
-    catalog: &Catalog,
-) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
-    let version: i64 = sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
-    if let Some(t) = catalog.tariffs_at(version) {
-        return Ok(t);
-    }
-    let rows = sqlx::query(TARIFFS).fetch_all(&mut *conn).await?;
-    let tariffs = rows
-        .iter()
-        .map(tariff_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(catalog.store_tariffs(version, tariffs))
+    tariffs_in_transaction::<Postgres>(&mut *conn, catalog).await
 }
 
 /// The accounts of `subs`, from the catalog or, for those it does not hold, `subscriptions`.
@@ -170,7 +150,7 @@ async fn read_locked(
     ops: &[Op],
 ) -> Result<Snapshot, sqlx::Error> {
     let keys = BatchKeys::of(ops);
-    let all_tariffs = current_tariffs(conn, catalog).await?;
+    let all_tariffs = tariffs_in_transaction::<Postgres>(&mut *conn, catalog).await?;
     let subscribers = subscriber_accounts(conn, catalog, &keys.subscribers).await?;
     let tariffs: Vec<TariffEntry> = all_tariffs
         .iter()

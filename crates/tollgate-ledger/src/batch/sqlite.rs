@@ -8,11 +8,11 @@
 //! `BEGIN IMMEDIATE` takes the database's single write lock before anything is read, so what
 //! a batch reads cannot change before it commits: step 1 only reads the accounts.
 
+use super::tariffs_in_transaction;
 use super::{begin, check_counts, decide, decide_expiry, end, BatchKeys, ExpireChunk, Written};
 use crate::catalog::{AccountLookup, Catalog};
 use crate::rows::{
     account_cols, account_from_row, allowance_from_row, credit_cols, credit_from_row, subscription,
-    tariff_from_row, TARIFFS,
 };
 use crate::store::Dialect;
 use sqlx::sqlite::{Sqlite, SqliteArguments, SqlitePool, SqliteRow};
@@ -69,7 +69,7 @@ pub(super) async fn tariffs(
     catalog: &Catalog,
 ) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    current_tariffs(&mut conn, catalog).await
+    tariffs_in_transaction::<Sqlite>(&mut *conn, catalog).await
 }
 
 /// `(start, len)` of each chunk of `n` rows: powers of two, largest first, at most
@@ -139,26 +139,6 @@ async fn fetch_by_keys(
     Ok(out)
 }
 
-/// The catalog version, in the caller's transaction, and the tariffs cached at it (reloaded
-/// when it moved).
-async fn current_tariffs(
-    conn: &mut SqliteConnection,
-    catalog: &Catalog,
-) -> Result<Arc<Vec<TariffEntry>>, sqlx::Error> {
-    let version: i64 = sqlx::query_scalar("SELECT version FROM catalog_version WHERE id = 1")
-        .fetch_one(&mut *conn)
-        .await?;
-    if let Some(t) = catalog.tariffs_at(version) {
-        return Ok(t);
-    }
-    let rows = sqlx::query(TARIFFS).fetch_all(&mut *conn).await?;
-    let tariffs = rows
-        .iter()
-        .map(tariff_from_row)
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(catalog.store_tariffs(version, tariffs))
-}
-
 /// The accounts of `subs`, from the catalog or, for those it does not hold, `subscriptions`.
 async fn subscriber_accounts(
     conn: &mut SqliteConnection,
@@ -201,7 +181,7 @@ async fn read(
     ops: &[Op],
 ) -> Result<Snapshot, sqlx::Error> {
     let keys = BatchKeys::of(ops);
-    let all_tariffs = current_tariffs(conn, catalog).await?;
+    let all_tariffs = tariffs_in_transaction::<Sqlite>(&mut *conn, catalog).await?;
     let subscribers = subscriber_accounts(conn, catalog, &keys.subscribers).await?;
     let tariffs: Vec<TariffEntry> = all_tariffs
         .iter()
