@@ -48,7 +48,8 @@ impl Catalog {
     /// The tariffs cached at `version` (read in the batch's transaction), or `None`: load them
     /// and hand them to [`Catalog::store_tariffs`].
     pub(crate) fn tariffs_at(&self, version: i64) -> Option<Arc<Vec<TariffEntry>>> {
-        self.current(version)
+        let c = self.lock();
+        (c.version == Some(version)).then(|| c.tariffs.clone())
     }
 
     /// Cache the tariffs loaded at `version`, dropping the Subscription-Ids cached at an
@@ -98,11 +99,6 @@ impl Catalog {
             c.accounts.clear();
         }
         c.accounts.extend(looked_up);
-    }
-
-    fn current(&self, version: i64) -> Option<Arc<Vec<TariffEntry>>> {
-        let c = self.lock();
-        (c.version == Some(version)).then(|| c.tariffs.clone())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Cached> {

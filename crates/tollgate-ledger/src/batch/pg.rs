@@ -176,9 +176,7 @@ async fn read_locked(
             .collect();
         if !missing.is_empty() {
             let missing: Vec<&str> = missing.into_iter().collect();
-            let mut more = HashMap::new();
-            lock(conn, &missing, &[], &mut more).await?;
-            locked.extend(more);
+            lock(conn, &missing, &[], &mut locked).await?;
             continue;
         }
         let mut stored = HashMap::new();

@@ -370,17 +370,9 @@ const JOURNAL_COLUMNS: &str = "request_key, part, op, fingerprint, outcome, acco
     reservation_id, used_units, unbilled, hold_entry_id, hold_reservation_id, hold_amount, \
     hold_allowance_id, hold_units, created_at_ms";
 
-/// A journal row with its entry ids: the counter as read at the start of the write, plus the
-/// entry's number in the batch.
-struct NumberedRow<'a> {
-    row: &'a JournalRow,
-    entry_id: Option<i64>,
-    hold_entry_id: Option<i64>,
-    created_at_ms: i64,
-}
-
-fn bind_journal<'q>(q: SqliteQuery<'q>, n: &'q NumberedRow<'_>) -> SqliteQuery<'q> {
-    let r = n.row;
+/// A journal row's parameters. Entry ids: `base` (the counter as read at the start of the
+/// write) plus the entry's number in the batch.
+fn bind_journal<'q>(q: SqliteQuery<'q>, r: &'q JournalRow, base: i64, now: i64) -> SqliteQuery<'q> {
     q.bind(r.request_key.as_str())
         .bind(r.part)
         .bind(r.op)
@@ -388,7 +380,7 @@ fn bind_journal<'q>(q: SqliteQuery<'q>, n: &'q NumberedRow<'_>) -> SqliteQuery<'
         .bind(r.outcome.as_deref())
         .bind(r.account_id.as_deref())
         .bind(r.session_ref.as_deref())
-        .bind(n.entry_id)
+        .bind(r.entry_no.map(|n| base + n))
         .bind(r.kind)
         .bind(r.amount)
         .bind(r.pending_delta)
@@ -398,12 +390,12 @@ fn bind_journal<'q>(q: SqliteQuery<'q>, n: &'q NumberedRow<'_>) -> SqliteQuery<'
         .bind(r.reservation_id.as_deref())
         .bind(r.used_units)
         .bind(r.unbilled)
-        .bind(n.hold_entry_id)
+        .bind(r.hold_entry_no.map(|n| base + n))
         .bind(r.hold_reservation_id.as_deref())
         .bind(r.hold_amount)
         .bind(r.hold_allowance_id)
         .bind(r.hold_units)
-        .bind(n.created_at_ms)
+        .bind(now)
 }
 
 /// Step 4: one statement per kind of row (and chunk), each skipped when it has no rows, in the
@@ -413,6 +405,7 @@ async fn write(conn: &mut SqliteConnection, fx: &Effects) -> Result<(), sqlx::Er
     if fx.is_empty() {
         return Ok(());
     }
+    let now = fx.now.0;
     let closed = execute_chunks(
         conn,
         &fx.credits_closed,
@@ -461,22 +454,12 @@ async fn write(conn: &mut SqliteConnection, fx: &Effects) -> Result<(), sqlx::Er
             sqlx::query_scalar("SELECT next_entry_id FROM ledger_counters WHERE id = 1")
                 .fetch_one(&mut *conn)
                 .await?;
-        let numbered: Vec<NumberedRow> = fx
-            .journal
-            .iter()
-            .map(|row| NumberedRow {
-                row,
-                entry_id: row.entry_no.map(|n| base + n),
-                hold_entry_id: row.hold_entry_no.map(|n| base + n),
-                created_at_ms: fx.now.0,
-            })
-            .collect();
         execute_chunks(
             conn,
-            &numbered,
+            &fx.journal,
             23,
             |v| format!("INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES {v}"),
-            bind_journal,
+            |q, r| bind_journal(q, r, base, now),
         )
         .await?;
         if fx.entry_count > 0 {
@@ -516,7 +499,6 @@ async fn write(conn: &mut SqliteConnection, fx: &Effects) -> Result<(), sqlx::Er
         |q, s| q.bind(s.id).bind(s.remaining).bind(s.reserved),
     )
     .await?;
-    let now = fx.now.0;
     execute_chunks(
         conn,
         &fx.records,

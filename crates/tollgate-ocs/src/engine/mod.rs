@@ -418,7 +418,6 @@ impl<'i> Engine<'i> {
         }
         for (part, mut row) in rows.into_iter().enumerate() {
             row.part = part as i64;
-            row.seq = self.journal.len();
             self.journal.push(row);
         }
     }
@@ -575,7 +574,6 @@ impl<'i> Engine<'i> {
 
     fn record(&mut self, r: RecordSpec<'_>) {
         self.records.push(ChargingRecord {
-            seq: self.records.len(),
             account_id: r.account.to_string(),
             kind: r.kind,
             session_ref: r.session_ref.to_string(),

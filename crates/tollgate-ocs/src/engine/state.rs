@@ -1,13 +1,12 @@
 //! What the engine decides on (a snapshot of accounts, open reservations, tariffs, allowances
 //! and stored outcomes, loaded by the store under its locks) and what it decides (the rows the
-//! store writes). Plain data: no SQL, no I/O. The effect rows serialize with the field names
-//! the stores' set-based writes read (`crates/tollgate-ledger/src/batch`).
+//! store writes, in the order it made them: the stores bind them in that order,
+//! `crates/tollgate-ledger/src/batch`). Plain data: no SQL, no I/O.
 
 use crate::clock::Timestamp;
 use crate::subscription::SubscriptionId;
 use crate::tariff::{Price, ServiceKey};
 use crate::units::UnitType;
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
 /// An account as locked for a batch: its cached sums as they stand.
@@ -115,7 +114,7 @@ impl OpenReservation {
 }
 
 /// What identifies a session credit: its session and service (one open credit each).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct CreditKey {
     pub session_ref: String,
     pub service_context: String,
@@ -146,7 +145,7 @@ pub struct TariffEntry {
 }
 
 /// A free allowance of units on an account.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Allowance {
     pub id: i64,
     pub account_id: String,
@@ -183,7 +182,7 @@ pub struct Snapshot {
 }
 
 /// A session credit row as the store keeps it (`session_credits`): the current grant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditRow {
     pub credit_id: String,
     pub reservation_id: String,
@@ -208,20 +207,18 @@ pub struct CreditRow {
 }
 
 /// A loaded session credit that now holds another grant: updated in place.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditRegrant {
     /// The grant the row must still hold (the one the batch loaded); anything else means the
     /// locks did not hold what the batch read.
     pub from_reservation_id: String,
-    #[serde(flatten)]
     pub row: CreditRow,
 }
 
 /// A loaded session credit that ended (posted, voided or expired): its row is deleted; its
 /// history is the journal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreditClose {
-    #[serde(flatten)]
     pub key: CreditKey,
     pub reservation_id: String,
 }
@@ -253,10 +250,8 @@ pub struct LedgerEntry {
 /// operation with more entries (a release of several credits) takes parts 1, 2, ...
 /// (docs/ledger.md, "journal — immutable"). Entries are numbered in batch order (`entry_no`,
 /// `hold_entry_no`); the store turns those into ledger-wide entry ids.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JournalRow {
-    /// Order in the batch.
-    pub seq: usize,
     pub request_key: String,
     pub part: i64,
     /// The operation that wrote the row: reserve, commit, release, direct_debit, refund, expire.
@@ -284,11 +279,10 @@ pub struct JournalRow {
 }
 
 impl JournalRow {
-    /// A row of `op` under `key` carrying nothing yet (part and place are set when it is
+    /// A row of `op` under `key` carrying nothing yet (its part is set when it is
     /// journaled).
     pub fn empty(key: &str, op: &'static str) -> Self {
         JournalRow {
-            seq: 0,
             request_key: key.to_string(),
             part: 0,
             op,
@@ -352,9 +346,8 @@ impl JournalRow {
 }
 
 /// A charging data record: a session's totals at its end, or one event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChargingRecord {
-    pub seq: usize,
     pub account_id: String,
     /// "session" or "event".
     pub kind: &'static str,
@@ -371,22 +364,18 @@ pub struct ChargingRecord {
 }
 
 /// How a batch changes an account's cached sums.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountSums {
     pub id: String,
-    #[serde(rename = "a")]
     pub balance: i64,
-    #[serde(rename = "b")]
     pub reserved: i64,
 }
 
 /// How a batch changes an allowance's cached sums.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AllowanceSums {
     pub id: i64,
-    #[serde(rename = "a")]
     pub remaining: i64,
-    #[serde(rename = "b")]
     pub reserved: i64,
 }
 
