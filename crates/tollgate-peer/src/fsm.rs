@@ -32,8 +32,8 @@
 //!                  R-Peer-Disc        R-Disc               Wait-Conn-Ack
 //!                  R-Conn-CER         R-Reject             Wait-Conn-Ack/Elect
 //!                  Timeout            Error                Closed
-//! Wait-Returns     Win-Election       I-Disc, R-Snd-CEA    R-Open
-//!                  I-Peer-Disc        I-Disc, R-Snd-CEA    R-Open
+//! Wait-Returns     I-Peer-Disc        I-Disc, R-Snd-CEA    R-Open
+//!                  (Win-Election has the same row; the election runs inside `handle`)
 //!                  I-Rcv-CEA          R-Disc               I-Open
 //!                  R-Peer-Disc        R-Disc               Wait-I-CEA
 //!                  R-Conn-CER         R-Reject             Wait-Returns
@@ -44,11 +44,16 @@
 //!                                     R-Snd-DWA
 //!                  R-Rcv-DWA          Process-DWA          R-Open
 //!                  R-Conn-CER         R-Reject             R-Open
+//!                  R-Rcv-CER          R-Snd-CEA            R-Open       (RFC 3588's row)
 //!                  Stop               R-Snd-DPR            Closing
 //!                  R-Rcv-DPR          R-Snd-DPA            Closing
 //!                  R-Peer-Disc        R-Disc               Closed
 //! I-Open           (the same rows with I in place of R; R-Conn-CER is still R-Reject)
-//! Closing          I-Rcv-DPA          I-Disc               Closed
+//! any state        R-Conn-CER refused R-Reject             (unchanged)
+//!                  by Process-CER
+//! Closing          I-Rcv-Message      Process              Closing      (see below)
+//!                  R-Rcv-Message      Process              Closing
+//!                  I-Rcv-DPA          I-Disc               Closed
 //!                  R-Rcv-DPA          R-Disc               Closed
 //!                  Timeout            Error                Closed
 //!                  I-Peer-Disc        I-Disc               Closed
@@ -59,18 +64,30 @@
 //!
 //! * **Events without a row do nothing.** An event the table does not list for the current
 //!   state returns no actions and keeps the state. This covers traffic on the "wrong"
-//!   connection (e.g. `IRcvMessage` in R-Open), `IRcvCer`, `RRcvCer` and `RRcvCea` (RFC 6733
-//!   dropped the RFC 3588 rows that renegotiated capabilities in the open states, so they
-//!   have no row anywhere), and late events after the machine has moved on. The driver
-//!   decides whether such a message is logged, answered or dropped.
+//!   connection (e.g. `IRcvMessage` in R-Open), a CEA outside the waiting states, and late
+//!   events after the machine has moved on. The driver drops such a message (and logs it).
+//! * **A second CER on an open connection is answered.** RFC 6733 dropped RFC 3588's
+//!   `R-Open, R-Rcv-CER → R-Snd-CEA` row (and its I-Open twin) without saying what replaces
+//!   it. A peer that sends one waits for a CEA, so a silent drop would hang it until its
+//!   own timer; we keep RFC 3588's row and answer with what we share.
+//! * **Closing still processes messages.** RFC 6733 gives Closing no message rows, but
+//!   §5.4 has the DPR sender stop sending *new* requests, not drop what is under way: the
+//!   answers to requests either side has in flight cross the DPR and DPA on the wire, and
+//!   dropping them would turn a clean shutdown into Tx expiries and retransmissions
+//!   elsewhere. So a message on either connection in Closing is processed; the timer and
+//!   the disconnect still end the state.
+//! * **Process-CER runs before the event.** The driver checks an inbound CER (allowed peer,
+//!   an application in common) before it delivers `R-Conn-CER`, and says in `acceptable`
+//!   whether it passed. A refused CER is `R-Reject` in every state (the CEA carries the
+//!   reason) and changes nothing, so a stranger cannot move a peer's machine.
 //! * **Elect is computed here.** Where the table says `Elect`, [`PeerFsm::handle`] emits
 //!   [`PeerAction::Elect`] (informational: the driver has nothing to do for it) and runs the
 //!   election of §5.6.4 with the Origin-Host of the CER that was accepted. If we win, it
 //!   continues at once as if `Win-Election` had arrived in Wait-Returns (`I-Disc,
 //!   R-Snd-CEA`, next R-Open). If we lose, the machine stays in Wait-Returns and waits for
 //!   the winner to close our responder connection (`R-Peer-Disc`) or for our CEA
-//!   (`I-Rcv-CEA`). An external [`PeerEvent::WinElection`] is still honoured in
-//!   Wait-Returns.
+//!   (`I-Rcv-CEA`). There is no separate `Win-Election` event: nothing outside the machine
+//!   can know the outcome sooner.
 //! * **CEA outcome.** The table has one `I-Rcv-CEA` row; RFC 6733 §5.3 says a CEA whose
 //!   Result-Code is not a success ends the connection. So in Wait-I-CEA an unsuccessful CEA
 //!   gives `Process-CEA, Error` and Closed. In Wait-Returns a successful CEA gives
@@ -88,6 +105,8 @@
 //! * **Stale timeouts.** `Timeout` is acted on only when a deadline is armed and `now` has
 //!   reached it; otherwise it is ignored, so a timer the driver set for an earlier state
 //!   cannot fire into a later one.
+//! * **Length.** This file is over 600 lines because a unit test for every row of the table
+//!   lives beside it; the machine itself is the first 450.
 //! * **`Error`** means: disconnect every transport connection this machine holds (either
 //!   politely or abortively) and free local resources (RFC 6733 §5.6 action list).
 
@@ -128,19 +147,19 @@ pub enum PeerEvent {
     Stop,
     /// The armed timer (see [`PeerFsm::deadline`]) expired.
     Timeout,
-    /// The local node won the election (normally computed inside [`PeerFsm::handle`]).
-    WinElection,
-    /// An inbound connection delivered a CER; carries the CER's Origin-Host.
+    /// An inbound connection delivered a CER from `peer_host`; `acceptable` is the outcome
+    /// of Process-CER (an allowed peer with an application in common).
     RConnCer {
         peer_host: String,
+        acceptable: bool,
     },
     /// Our outbound connect succeeded.
     IRcvConnAck,
     /// Our outbound connect failed.
     IRcvConnNack,
-    /// A CER arrived on the responder connection (no row in RFC 6733; ignored).
+    /// A CER arrived on the open responder connection (RFC 3588's row: answered).
     RRcvCer,
-    /// A CER arrived on the initiator connection (no row in RFC 6733; ignored).
+    /// A CER arrived on the open initiator connection (RFC 3588's row: answered).
     IRcvCer,
     /// A CEA arrived on the initiator connection; `success` is a 2xxx Result-Code.
     IRcvCea {
@@ -196,7 +215,6 @@ pub enum PeerAction {
     /// Informational: the election ran inside [`PeerFsm::handle`]; nothing to do.
     Elect,
     SndMessage(Conn),
-    SndDwr(Conn),
     SndDwa(Conn),
     ProcessDwr,
     ProcessDwa,
@@ -312,9 +330,17 @@ impl PeerFsm {
         }
 
         let (actions, next) = match (self.state, event) {
+            // Process-CER refused the inbound connection: it alone goes.
+            (
+                state,
+                E::RConnCer {
+                    acceptable: false, ..
+                },
+            ) => (vec![A::Reject], state),
+
             // Closed
             (S::Closed, E::Start) => (vec![A::SndConnReq], S::WaitConnAck),
-            (S::Closed, E::RConnCer { peer_host }) => {
+            (S::Closed, E::RConnCer { peer_host, .. }) => {
                 self.peer_host = Some(peer_host);
                 (vec![A::Accept, A::ProcessCer, A::SndCea(R)], S::ROpen)
             }
@@ -322,7 +348,7 @@ impl PeerFsm {
             // Wait-Conn-Ack
             (S::WaitConnAck, E::IRcvConnAck) => (vec![A::SndCer(I)], S::WaitICea),
             (S::WaitConnAck, E::IRcvConnNack) => (vec![A::Cleanup], S::Closed),
-            (S::WaitConnAck, E::RConnCer { peer_host }) => {
+            (S::WaitConnAck, E::RConnCer { peer_host, .. }) => {
                 self.peer_host = Some(peer_host);
                 (vec![A::Accept, A::ProcessCer], S::WaitConnAckElect)
             }
@@ -333,7 +359,7 @@ impl PeerFsm {
             (S::WaitICea, E::IRcvCea { success: false }) => {
                 (vec![A::ProcessCea, A::Error], S::Closed)
             }
-            (S::WaitICea, E::RConnCer { peer_host }) => {
+            (S::WaitICea, E::RConnCer { peer_host, .. }) => {
                 self.peer_host = Some(peer_host);
                 self.elect(vec![A::Accept, A::ProcessCer, A::Elect])
             }
@@ -349,9 +375,7 @@ impl PeerFsm {
             (S::WaitConnAckElect, E::Timeout) => (vec![A::Error], S::Closed),
 
             // Wait-Returns
-            (S::WaitReturns, E::WinElection) | (S::WaitReturns, E::IPeerDisc) => {
-                (vec![A::Disc(I), A::SndCea(R)], S::ROpen)
-            }
+            (S::WaitReturns, E::IPeerDisc) => (vec![A::Disc(I), A::SndCea(R)], S::ROpen),
             (S::WaitReturns, E::IRcvCea { success: true }) => {
                 (vec![A::ProcessCea, A::Disc(R)], S::IOpen)
             }
@@ -368,6 +392,7 @@ impl PeerFsm {
             (S::ROpen, E::RRcvDwr) => (vec![A::ProcessDwr, A::SndDwa(R)], S::ROpen),
             (S::ROpen, E::RRcvDwa) => (vec![A::ProcessDwa], S::ROpen),
             (S::ROpen, E::RConnCer { .. }) => (vec![A::Reject], S::ROpen),
+            (S::ROpen, E::RRcvCer) => (vec![A::SndCea(R)], S::ROpen),
             (S::ROpen, E::Stop) => (vec![A::SndDpr(R)], S::Closing),
             (S::ROpen, E::RRcvDpr) => (vec![A::SndDpa(R)], S::Closing),
             (S::ROpen, E::RPeerDisc) => (vec![A::Disc(R)], S::Closed),
@@ -378,6 +403,7 @@ impl PeerFsm {
             (S::IOpen, E::IRcvDwr) => (vec![A::ProcessDwr, A::SndDwa(I)], S::IOpen),
             (S::IOpen, E::IRcvDwa) => (vec![A::ProcessDwa], S::IOpen),
             (S::IOpen, E::RConnCer { .. }) => (vec![A::Reject], S::IOpen),
+            (S::IOpen, E::IRcvCer) => (vec![A::SndCea(I)], S::IOpen),
             (S::IOpen, E::Stop) => (vec![A::SndDpr(I)], S::Closing),
             (S::IOpen, E::IRcvDpr) => (vec![A::SndDpa(I)], S::Closing),
             (S::IOpen, E::IPeerDisc) => (vec![A::Disc(I)], S::Closed),
@@ -386,6 +412,9 @@ impl PeerFsm {
             (S::Closing, E::IRcvDpa) | (S::Closing, E::IPeerDisc) => (vec![A::Disc(I)], S::Closed),
             (S::Closing, E::RRcvDpa) | (S::Closing, E::RPeerDisc) => (vec![A::Disc(R)], S::Closed),
             (S::Closing, E::Timeout) => (vec![A::Error], S::Closed),
+            (S::Closing, E::IRcvMessage) | (S::Closing, E::RRcvMessage) => {
+                (vec![A::Process], S::Closing)
+            }
 
             // No row: nothing happens.
             (state, _) => (Vec::new(), state),
@@ -458,6 +487,14 @@ mod tests {
     fn cer(host: &str) -> PeerEvent {
         E::RConnCer {
             peer_host: host.to_owned(),
+            acceptable: true,
+        }
+    }
+
+    fn refused_cer(host: &str) -> PeerEvent {
+        E::RConnCer {
+            peer_host: host.to_owned(),
+            acceptable: false,
         }
     }
 
@@ -527,11 +564,10 @@ mod tests {
         for ev in [
             E::IRcvMessage,
             E::IRcvDwr,
-            E::RRcvCer,
+            E::IRcvCer,
             E::RRcvCea { success: true },
             E::Start,
             E::Timeout,
-            E::WinElection,
             E::IPeerDisc,
         ] {
             assert_eq!(f.handle(ev, t0 + secs(100)), []);
@@ -585,12 +621,13 @@ mod tests {
     }
 
     #[test]
-    fn closing_ignores_traffic() {
+    fn closing_processes_what_is_under_way_but_sends_nothing_new() {
         let t0 = Instant::now();
         let mut f = r_open(t0);
         f.handle(E::Stop, t0);
-        assert_eq!(f.handle(E::RRcvMessage, t0), []);
+        assert_eq!(f.handle(E::RRcvMessage, t0), [A::Process]);
         assert_eq!(f.handle(E::SendMessage, t0), []);
+        assert_eq!(f.handle(E::RRcvDwr, t0), []);
         assert_eq!(f.state(), S::Closing);
     }
 
@@ -685,7 +722,8 @@ mod tests {
         assert_eq!(f.handle(E::SendMessage, t0), [A::SndMessage(I)]);
         assert_eq!(f.handle(cer(LOWER), t0), [A::Reject]);
         assert_eq!(f.handle(E::RRcvMessage, t0), []);
-        assert_eq!(f.handle(E::IRcvCer, t0), []);
+        assert_eq!(f.handle(E::RRcvCer, t0), []);
+        assert_eq!(f.handle(E::IRcvCer, t0), [A::SndCea(I)]);
         assert_eq!(f.state(), S::IOpen);
         assert_eq!(f.handle(E::IPeerDisc, t0), [A::Disc(I)]);
         assert_eq!(f.state(), S::Closed);
@@ -901,14 +939,6 @@ mod tests {
     }
 
     #[test]
-    fn wait_returns_external_win_election() {
-        let t0 = Instant::now();
-        let mut f = wait_returns(t0);
-        assert_eq!(f.handle(E::WinElection, t0), [A::Disc(I), A::SndCea(R)]);
-        assert_eq!(f.state(), S::ROpen);
-    }
-
-    #[test]
     fn wait_returns_rejects_extra_cer_and_times_out() {
         let t0 = Instant::now();
         let mut f = wait_returns(t0);
@@ -922,11 +952,28 @@ mod tests {
     }
 
     #[test]
-    fn win_election_outside_wait_returns_does_nothing() {
+    fn a_refused_cer_is_rejected_and_moves_nothing() {
         let t0 = Instant::now();
+        let mut f = fsm();
+        assert_eq!(f.handle(refused_cer(LOWER), t0), [A::Reject]);
+        assert_eq!(f.state(), S::Closed);
+        assert_eq!(f.peer_host(), None);
         let mut f = wait_i_cea(t0);
-        assert_eq!(f.handle(E::WinElection, t0), []);
+        let deadline = f.deadline();
+        assert_eq!(f.handle(refused_cer(HIGHER), t0 + secs(1)), [A::Reject]);
         assert_eq!(f.state(), S::WaitICea);
+        assert_eq!(f.deadline(), deadline);
+        let mut f = r_open(t0);
+        assert_eq!(f.handle(refused_cer(LOWER), t0), [A::Reject]);
+        assert_eq!(f.state(), S::ROpen);
+    }
+
+    #[test]
+    fn a_second_cer_on_an_open_connection_is_answered() {
+        let t0 = Instant::now();
+        let mut f = r_open(t0);
+        assert_eq!(f.handle(E::RRcvCer, t0), [A::SndCea(R)]);
+        assert_eq!(f.state(), S::ROpen);
     }
 
     #[test]

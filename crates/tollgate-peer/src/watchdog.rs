@@ -42,9 +42,9 @@
 //! * Events without a row (e.g. a message in INITIAL or DOWN, connection up while OKAY)
 //!   return no actions and keep the state.
 //! * `Throwaway()` (a non-DWA message in REOPEN) has no action variant: `handle` returns
-//!   nothing, and the driver must discard the message itself when [`Watchdog::state`] is
-//!   [`WatchdogState::Reopen`]. A DWR received in REOPEN should still be answered; that is
-//!   the peer state machine's business, not the watchdog's.
+//!   nothing. Tollgate's driver still processes the peer's requests in REOPEN, and says why
+//!   in `crate::driver`'s module doc; a DWR received in REOPEN is answered either way (that
+//!   is the peer state machine's business, not the watchdog's).
 //! * `SendWatchdog()` is [`WatchdogAction::SendDwr`]; the RFC's other procedures map to
 //!   the variants of the same name.
 //! * `TimerExpired` is acted on only when a deadline is armed and `now` has reached it;
@@ -53,6 +53,8 @@
 //!   (RFC 3539 §3.4.1) and the jitter, drawn per arming from the driver's source, is
 //!   clamped to ±2 s, so an arming is never less than 4 s away and never more than
 //!   `Tw + 2 s`. The REOPEN → OKAY row has no SetWatchdog, so the running deadline is kept.
+//! * **Length.** This file is just over 600 lines because the tests of every row live beside
+//!   the table; the machine itself is under 300.
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -109,7 +111,7 @@ pub struct Watchdog {
     num_dwa: i32,
     tw: Duration,
     deadline: Option<Instant>,
-    jitter: Box<dyn FnMut() -> i64 + Send>,
+    jitter: Box<dyn FnMut() -> i64 + Send + Sync>,
 }
 
 impl fmt::Debug for Watchdog {
@@ -129,7 +131,7 @@ impl Watchdog {
     /// drawn from `jitter`, a deterministic function the driver supplies (e.g. a xorshift
     /// seeded per connection) so tests are reproducible. `jitter` returns milliseconds in
     /// -2000..=2000; values outside are clamped.
-    pub fn new(tw: Duration, jitter: Box<dyn FnMut() -> i64 + Send>) -> Self {
+    pub fn new(tw: Duration, jitter: Box<dyn FnMut() -> i64 + Send + Sync>) -> Self {
         Self {
             state: WatchdogState::Initial,
             pending: false,
@@ -274,7 +276,7 @@ impl Watchdog {
 
 /// A small xorshift jitter source (no rand dependency): returns ms in -2000..=2000.
 /// Deterministic for a given seed; seed 0 is replaced by a fixed non-zero constant.
-pub fn jitter_source(seed: u64) -> Box<dyn FnMut() -> i64 + Send> {
+pub fn jitter_source(seed: u64) -> Box<dyn FnMut() -> i64 + Send + Sync> {
     let mut x = if seed == 0 {
         0x9E37_79B9_7F4A_7C15
     } else {
@@ -303,7 +305,7 @@ mod tests {
         Duration::from_secs(n)
     }
 
-    fn no_jitter() -> Box<dyn FnMut() -> i64 + Send> {
+    fn no_jitter() -> Box<dyn FnMut() -> i64 + Send + Sync> {
         Box::new(|| 0)
     }
 

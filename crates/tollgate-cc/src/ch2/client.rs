@@ -19,22 +19,18 @@
 
 use super::mapping::{is_temporary, response_from_cca, Ch2Profile};
 use super::*;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
-use tokio::sync::oneshot;
+use tokio::sync::broadcast::error::RecvError;
 use tollgate_codec::codes::DESTINATION_HOST;
-use tollgate_codec::{check_frame, ApplicationId, Avp, Dictionary, Flags, Message};
-use tollgate_peer::{LocalPeer, Node, PeerError, PeerLimits};
-use tracing::{debug, info};
+use tollgate_codec::{ApplicationId, Avp, Dictionary, Flags, Message};
+pub use tollgate_peer::WireLog;
+use tollgate_peer::{LocalPeer, Node, PeerChange, PeerChangeKind, PeerError, PeerLimits};
+use tracing::{debug, info, warn};
 
 /// Credit-Control-Failure-Handling values (RFC 4006 §8.14).
 pub const CCFH_TERMINATE: i32 = 0;
@@ -119,18 +115,6 @@ struct ClientSession {
     subscribers: Vec<SubscriptionId>,
 }
 
-/// Frames written to the OCS connections, in the order they were completed.
-#[derive(Default)]
-pub struct WireLog {
-    frames: Mutex<Vec<Bytes>>,
-}
-
-impl WireLog {
-    pub fn frames(&self) -> Vec<Bytes> {
-        self.frames.lock().map(|f| f.clone()).unwrap_or_default()
-    }
-}
-
 pub struct Ch2Client {
     node: Arc<Node>,
     cfg: Ch2ClientConfig,
@@ -181,14 +165,19 @@ impl Ch2Client {
             wire: Arc::new(WireLog::default()),
             cfg,
         });
-        for (i, addr) in client.cfg.servers.iter().enumerate() {
-            tokio::spawn(keep_connected(
-                Arc::clone(&client.node),
-                Arc::clone(&client.open),
-                i,
-                *addr,
-                client.cfg.record_wire.then(|| Arc::clone(&client.wire)),
-            ));
+        if client.cfg.record_wire {
+            client.node.record_wire(Arc::clone(&client.wire));
+        }
+        // Subscribed before the first connect, so no peer-up goes unseen.
+        let changes = client.node.subscribe();
+        tokio::spawn(track_servers(
+            Arc::clone(&client.node),
+            changes,
+            Arc::clone(&client.open),
+            client.cfg.servers.clone(),
+        ));
+        for addr in &client.cfg.servers {
+            client.node.connect(*addr);
         }
         Ok(client)
     }
@@ -590,110 +579,58 @@ enum Policy {
     Enquiry,
 }
 
-/// Keeps a connection to one server: connect, CER/CEA, run until it closes, wait Tc, again.
-async fn keep_connected(
+/// Keeps `open` (one slot per configured server, most preferred first) in step with the
+/// peer layer's events: a server is usable from its peer-up until its peer-down, and not
+/// while its watchdog suspects it (RFC 3539 Failover … Failback).
+async fn track_servers(
     node: Arc<Node>,
+    mut changes: tokio::sync::broadcast::Receiver<PeerChange>,
     open: Arc<Mutex<Vec<Option<String>>>>,
-    slot: usize,
-    addr: SocketAddr,
-    wire: Option<Arc<WireLog>>,
+    servers: Vec<SocketAddr>,
 ) {
+    let labels: Vec<String> = servers.iter().map(SocketAddr::to_string).collect();
+    let slot_of = |target: &Option<String>| {
+        target
+            .as_ref()
+            .and_then(|t| labels.iter().position(|l| l == t))
+    };
     let shutdown = node.shutdown_token();
     loop {
-        let attempt = tokio::select! {
+        let change = tokio::select! {
             _ = shutdown.cancelled() => return,
-            r = tokio::time::timeout(node.limits.cea_timeout, TcpStream::connect(addr)) => r,
+            c = changes.recv() => c,
         };
-        if let Ok(Ok(stream)) = attempt {
-            let _ = stream.set_nodelay(true);
-            let (closed_tx, closed_rx) = oneshot::channel();
-            let tap = Tap {
-                inner: stream,
-                wire: wire.clone(),
-                pending: BytesMut::new(),
-                closed: Some(closed_tx),
-            };
-            match node.connect_once(tap).await {
-                Ok(host) => {
-                    info!(%addr, %host, "OCS connection open");
-                    if let Some(s) = lock(&open).get_mut(slot) {
-                        *s = Some(host);
+        match change {
+            Ok(PeerChange { host, target, kind }) => {
+                let Some(slot) = slot_of(&target) else {
+                    continue;
+                };
+                let usable = match kind {
+                    PeerChangeKind::Up { .. } | PeerChangeKind::Back => {
+                        info!(server = %labels[slot], %host, "OCS connection open");
+                        Some(host)
                     }
-                    let _ = closed_rx.await;
-                    if let Some(s) = lock(&open).get_mut(slot) {
-                        *s = None;
+                    PeerChangeKind::Suspect | PeerChangeKind::Down => {
+                        info!(server = %labels[slot], %host, ?kind, "OCS connection not usable");
+                        None
                     }
-                    info!(%addr, "OCS connection closed");
+                };
+                if let Some(s) = lock(&open).get_mut(slot) {
+                    *s = usable;
                 }
-                Err(e) => debug!(%addr, "capabilities exchange failed: {e}"),
             }
-        } else {
-            debug!(%addr, "connect failed");
+            Err(RecvError::Lagged(n)) => {
+                warn!(missed = n, "peer events lagged; reading the peer table");
+                let now_open = node.open_peers();
+                let mut open = lock(&open);
+                for (slot, s) in open.iter_mut().enumerate() {
+                    *s = now_open
+                        .iter()
+                        .find(|p| !p.suspect && p.target.as_deref() == Some(labels[slot].as_str()))
+                        .map(|p| p.host.clone());
+                }
+            }
+            Err(RecvError::Closed) => return,
         }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(node.limits.tc) => {}
-        }
-    }
-}
-
-/// A TCP stream that reports when it is dropped (the peer layer's connection task ended)
-/// and, when asked, copies every whole frame it writes into a [`WireLog`].
-struct Tap {
-    inner: TcpStream,
-    wire: Option<Arc<WireLog>>,
-    pending: BytesMut,
-    closed: Option<oneshot::Sender<()>>,
-}
-
-impl Drop for Tap {
-    fn drop(&mut self) {
-        if let Some(c) = self.closed.take() {
-            let _ = c.send(());
-        }
-    }
-}
-
-impl Tap {
-    fn record(&mut self, written: &[u8]) {
-        let Some(wire) = &self.wire else { return };
-        self.pending.extend_from_slice(written);
-        while let Ok(Some(n)) = check_frame(&self.pending, u32::MAX >> 8) {
-            let frame = self.pending.split_to(n).freeze();
-            lock(&wire.frames).push(frame);
-        }
-    }
-}
-
-impl AsyncRead for Tap {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Tap {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            let written = &buf[..n];
-            self.record(written);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
