@@ -1,6 +1,6 @@
 //! The TOML configuration (`tollgate.example.toml` documents every key). Unknown keys are
 //! refused with the file, line and key; `TOLLGATE_*` environment variables and command-line
-//! flags override the file; with no file at all the defaults of DESIGN.md §6 apply.
+//! flags override the file; with no file at all the defaults in `tollgate.example.toml` apply.
 
 use anyhow::{anyhow, bail, Context};
 use serde::Deserialize;

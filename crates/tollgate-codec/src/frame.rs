@@ -1,4 +1,5 @@
-//! Telling a transport when a frame is whole (DESIGN.md §2.2; RFC 6733 §3).
+//! Telling a transport when a frame is whole (RFC 6733 §3; docs/architecture.md, "The path
+//! of a CCR", step 1).
 
 use crate::error::ProtocolError;
 use crate::header::HEADER_LEN;

@@ -13,7 +13,7 @@ use crate::error::{DecodeError, ProtocolError};
 use crate::header::{ApplicationId, CommandCode, Flags, Header, ResultCode, HEADER_LEN, VERSION};
 use bytes::{Bytes, BytesMut};
 
-/// Bounds on what a peer may make us parse (DESIGN.md §2.9): each is a config field upstream.
+/// Bounds on what a peer may make us parse (docs/architecture.md, "Limits and defaults"): each is a config field upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest Message Length accepted by the frame check.
@@ -49,7 +49,7 @@ impl Message {
     }
 
     /// Decodes one whole frame. The header is read first, so every error after it carries
-    /// the header for the answer (DESIGN.md §2.3).
+    /// the header for the answer (docs/architecture.md, "The path of a CCR", step 2).
     pub fn decode_with(frame: &Bytes, limits: &Limits) -> Result<Message, DecodeError> {
         let Some(header) = Header::read(frame) else {
             return Err(DecodeError {

@@ -80,7 +80,7 @@ fn firmware_revision() -> u32 {
     a * 10_000 + b * 100 + c
 }
 
-/// Every bound the peer layer enforces (DESIGN.md §2.9), each a config field upstream.
+/// Every bound the peer layer enforces (docs/architecture.md, "Limits and defaults"), each a config field upstream.
 #[derive(Clone, Debug)]
 pub struct PeerLimits {
     /// Open connections at once; more are closed on accept.
