@@ -53,6 +53,7 @@
 //!                  by Process-CER
 //! Closing          I-Rcv-Message      Process              Closing      (see below)
 //!                  R-Rcv-Message      Process              Closing
+//!                  R-Conn-CER         R-Reject             Closing      (see below)
 //!                  I-Rcv-DPA          I-Disc               Closed
 //!                  R-Rcv-DPA          R-Disc               Closed
 //!                  Timeout            Error                Closed
@@ -75,7 +76,9 @@
 //!   answers to requests either side has in flight cross the DPR and DPA on the wire, and
 //!   dropping them would turn a clean shutdown into Tx expiries and retransmissions
 //!   elsewhere. So a message on either connection in Closing is processed; the timer and
-//!   the disconnect still end the state.
+//!   the disconnect still end the state. A new inbound CER meanwhile (a peer reconnecting
+//!   before our side of the old connection has closed) is rejected like in every other
+//!   state that holds a connection, so it gets a CEA and retries, instead of no answer.
 //! * **Process-CER runs before the event.** The driver checks an inbound CER (allowed peer,
 //!   an application in common) before it delivers `R-Conn-CER`, and says in `acceptable`
 //!   whether it passed. A refused CER is `R-Reject` in every state (the CEA carries the
@@ -412,6 +415,7 @@ impl PeerFsm {
             (S::Closing, E::IRcvDpa) | (S::Closing, E::IPeerDisc) => (vec![A::Disc(I)], S::Closed),
             (S::Closing, E::RRcvDpa) | (S::Closing, E::RPeerDisc) => (vec![A::Disc(R)], S::Closed),
             (S::Closing, E::Timeout) => (vec![A::Error], S::Closed),
+            (S::Closing, E::RConnCer { .. }) => (vec![A::Reject], S::Closing),
             (S::Closing, E::IRcvMessage) | (S::Closing, E::RRcvMessage) => {
                 (vec![A::Process], S::Closing)
             }
@@ -628,6 +632,7 @@ mod tests {
         assert_eq!(f.handle(E::RRcvMessage, t0), [A::Process]);
         assert_eq!(f.handle(E::SendMessage, t0), []);
         assert_eq!(f.handle(E::RRcvDwr, t0), []);
+        assert_eq!(f.handle(cer(LOWER), t0), [A::Reject]);
         assert_eq!(f.state(), S::Closing);
     }
 

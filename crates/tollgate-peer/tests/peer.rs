@@ -157,6 +157,25 @@ async fn capabilities_refusals() {
 }
 
 #[tokio::test]
+async fn a_second_cer_is_answered_and_a_second_connection_refused() {
+    let srv = default_server().await;
+    let mut p = RawPeer::open(srv.addr, "client.test").await;
+    // RFC 3588's R-Open row: a CER again on the open connection gets a CEA again.
+    let cea = p.ask(p.cer(&[4])).await;
+    assert_eq!(cea.header.command, CommandCode::CAPABILITIES_EXCHANGE);
+    assert_eq!(cea.result_code(), Some(ResultCode::SUCCESS));
+    // R-Conn-CER in R-Open is R-Reject: the same peer on a second connection is refused
+    // with a CEA that says why, and that connection closes; the first keeps working.
+    let mut second = RawPeer::connect(srv.addr, "CLIENT.test").await;
+    let cea = second.ask(second.cer(&[4])).await;
+    assert_eq!(cea.result_code(), Some(ResultCode::UNABLE_TO_COMPLY));
+    assert!(second.closed().await);
+    let ccr = p.ccr("client.test;2;1");
+    let a = p.ask(ccr).await;
+    assert_eq!(a.result_code(), Some(ResultCode::SUCCESS));
+}
+
+#[tokio::test]
 async fn anything_but_cer_first_closes_the_connection() {
     let srv = default_server().await;
     let mut p = RawPeer::connect(srv.addr, "client.test").await;
