@@ -114,6 +114,10 @@ pub struct CreditControlConfig {
     pub cost_information: bool,
     /// Result-Code when the ledger is unavailable: 5012 or 3004.
     pub store_failure_result: u32,
+    /// How often queued RAR/ASR (`session_requests`) are looked for, milliseconds.
+    pub server_request_poll_ms: u64,
+    /// How long a RAR or ASR waits for its RAA/ASA before another attempt, milliseconds.
+    pub server_request_timeout_ms: u64,
 }
 
 impl Default for DiameterConfig {
@@ -182,6 +186,8 @@ impl Default for CreditControlConfig {
             cc_session_failover: false,
             cost_information: d.cost_information,
             store_failure_result: d.store_failure_result.0,
+            server_request_poll_ms: 250,
+            server_request_timeout_ms: 10_000,
         }
     }
 }
@@ -237,6 +243,13 @@ impl Config {
         }
         if self.credit_control.validity_time_s == 0 {
             bail!("credit_control.validity_time_s must be at least 1");
+        }
+        if self.credit_control.server_request_poll_ms == 0
+            || self.credit_control.server_request_timeout_ms == 0
+        {
+            bail!(
+                "credit_control.server_request_poll_ms and server_request_timeout_ms must be at least 1"
+            );
         }
         if !matches!(self.credit_control.store_failure_result, 3004 | 5012) {
             bail!("credit_control.store_failure_result must be 3004 or 5012");

@@ -15,6 +15,7 @@ mod demo;
 mod im_sim;
 mod load;
 mod serve;
+mod session_control;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -64,6 +65,8 @@ enum Command {
     Tariff(cli::TariffCmd),
     /// Check the ledger: recompute balances from entries.
     Ledger(cli::LedgerCmd),
+    /// Open credit-control sessions: list them, re-authorise (RAR) or abort (ASR) them.
+    Session(cli::SessionCmd),
     /// Drive a Diameter Ro server with charging traffic and report throughput and latency.
     Load(load::LoadArgs),
     /// Play an OMA IM server over CH-2 (the seed flows) against a Diameter Ro OCS.
@@ -134,6 +137,7 @@ async fn run_async(command: Command) -> anyhow::Result<ExitCode> {
         Command::Account(c) => cli::run_account(&c, &clock, &mut out).await,
         Command::Tariff(c) => cli::run_tariff(&c, &clock, &mut out).await,
         Command::Ledger(c) => cli::run_ledger(&c, &mut out).await,
+        Command::Session(c) => cli::run_session(&c, &clock, &mut out).await,
         Command::Decode(_) | Command::CheckConfig { .. } => unreachable!("handled synchronously"),
     };
     r.map(|()| ExitCode::SUCCESS).map_err(anyhow::Error::from)

@@ -262,6 +262,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown.clone(),
     ));
 
+    let session_control = (!args.no_ledger).then(|| {
+        let cc = &cfg.credit_control;
+        let control = crate::session_control::SessionControl {
+            node: Arc::clone(&node),
+            db: ledger.database().clone(),
+            ledger: Arc::clone(&ledger_dyn),
+            clock: Arc::clone(&clock),
+            poll: Duration::from_millis(cc.server_request_poll_ms),
+            timeout: Duration::from_millis(cc.server_request_timeout_ms),
+        };
+        tokio::spawn(control.run(shutdown.clone()))
+    });
+
     wait_for_signal().await?;
     info!("shutting down: DPR to peers, finishing requests in flight");
     node.shutdown(Duration::from_secs(30)).await;
@@ -270,6 +283,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = t.await;
     }
     let _ = sweeper.await;
+    if let Some(t) = session_control {
+        let _ = t.await;
+    }
     let _ = admin_task.await;
     info!("stopped");
     Ok(ExitCode::SUCCESS)

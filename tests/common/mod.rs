@@ -578,15 +578,7 @@ pub struct ProcessOutput {
 /// Runs `python3 <repo>/SCRIPT ARGS…` with both pipes drained, killed after `limit`.
 pub fn run_python(script: &str, args: &[&std::ffi::OsStr], limit: Duration) -> ProcessOutput {
     use std::io::Read;
-    let mut child = Command::new("python3")
-        .arg(repo_root().join(script))
-        .args(args)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_python(script, args);
     let drain = |mut r: Box<dyn Read + Send>| {
         std::thread::spawn(move || {
             let mut s = String::new();
@@ -606,6 +598,19 @@ pub fn run_python(script: &str, args: &[&std::ffi::OsStr], limit: Duration) -> P
         stdout: out.join().unwrap(),
         stderr: err.join().unwrap(),
     }
+}
+
+/// A script of tests/python started with `args`, its stdout and stderr piped.
+pub fn spawn_python(script: &str, args: &[&std::ffi::OsStr]) -> Child {
+    Command::new("python3")
+        .arg(repo_root().join(script))
+        .args(args)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// The messages of a file with one hex-encoded Diameter message per line.

@@ -116,6 +116,26 @@ def grouped(code, members, vendor=0):
     return avp(code, list(members), vendor)
 
 
+def ccr_head(origin_host, origin_realm, server_host, origin_state, session, kind, number):
+    """The AVPs every CCR of these clients starts with (RFC 4006 §3.1), in order."""
+    avps = [
+        avp(AVP_SESSION_ID, session),
+        avp(AVP_ORIGIN_HOST, origin_host.encode()),
+        avp(AVP_ORIGIN_REALM, origin_realm.encode()),
+        avp(AVP_DESTINATION_REALM, DESTINATION_REALM.encode()),
+        avp(AVP_AUTH_APPLICATION_ID, APP_CC),
+        avp(AVP_SERVICE_CONTEXT_ID, SERVICE_CONTEXT),
+        avp(AVP_CC_REQUEST_TYPE, kind),
+        avp(AVP_CC_REQUEST_NUMBER, number),
+    ]
+    # Later requests of a session go to the host that answered the first (RFC 4006 §5.1).
+    if kind in (UPDATE, TERMINATION) and server_host:
+        avps.append(avp(AVP_DESTINATION_HOST, server_host))
+    avps.append(avp(AVP_ORIGIN_STATE_ID, origin_state))
+    avps.append(avp(AVP_EVENT_TIMESTAMP, datetime.datetime.now(datetime.timezone.utc)))
+    return avps
+
+
 class RoClient(Client):
     def __init__(self, addr, cca_file):
         super().__init__(addr, cca_file, ORIGIN_HOST, ORIGIN_REALM)
@@ -130,21 +150,7 @@ class RoClient(Client):
         return f"{ORIGIN_HOST};{self.origin_state};{self.session_counter};{tag}"
 
     def ccr(self, session, kind, number, body):
-        avps = [
-            avp(AVP_SESSION_ID, session),
-            avp(AVP_ORIGIN_HOST, ORIGIN_HOST.encode()),
-            avp(AVP_ORIGIN_REALM, ORIGIN_REALM.encode()),
-            avp(AVP_DESTINATION_REALM, DESTINATION_REALM.encode()),
-            avp(AVP_AUTH_APPLICATION_ID, APP_CC),
-            avp(AVP_SERVICE_CONTEXT_ID, SERVICE_CONTEXT),
-            avp(AVP_CC_REQUEST_TYPE, kind),
-            avp(AVP_CC_REQUEST_NUMBER, number),
-        ]
-        # Later requests of a session go to the host that answered the first (RFC 4006 §5.1).
-        if kind in (UPDATE, TERMINATION) and self.server_host:
-            avps.append(avp(AVP_DESTINATION_HOST, self.server_host))
-        avps.append(avp(AVP_ORIGIN_STATE_ID, self.origin_state))
-        avps.append(avp(AVP_EVENT_TIMESTAMP, datetime.datetime.now(datetime.timezone.utc)))
+        avps = ccr_head(ORIGIN_HOST, ORIGIN_REALM, self.server_host, self.origin_state, session, kind, number)
         avps.extend(body)
         return request(CMD_CCR, APP_CC, FLAG_R | FLAG_P, avps, self.ids)
 

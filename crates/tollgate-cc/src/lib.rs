@@ -14,6 +14,7 @@ pub mod ccr;
 pub mod ch2;
 pub mod charging_data;
 pub mod config;
+pub mod server_requests;
 
 pub use app::CreditControl;
 pub use config::CcConfig;

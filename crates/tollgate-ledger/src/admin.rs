@@ -327,6 +327,59 @@ pub async fn show(db: &Database, id: &str, now: Timestamp) -> Result<Balance, Ad
     Ok(balance_of(db, &a, now).await?)
 }
 
+/// What an account may do (`accounts.status`): only an active one is granted anything
+/// (the engine refuses the others with 4010, `crates/tollgate-ocs/src/engine/state.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountStatus {
+    Active,
+    Blocked,
+    /// For good: a closed account cannot be made active again.
+    Closed,
+}
+
+impl AccountStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountStatus::Active => "active",
+            AccountStatus::Blocked => "blocked",
+            AccountStatus::Closed => "closed",
+        }
+    }
+}
+
+/// Sets an account's status; returns the one it had. Closing is final.
+pub async fn set_status(
+    db: &Database,
+    id: &str,
+    status: AccountStatus,
+) -> Result<String, AdminError> {
+    let mut conn = begin(db).await?;
+    let r = async {
+        let row = sqlx::query(&format!(
+            "SELECT status FROM accounts WHERE id = $1{}",
+            db.dialect.for_update()
+        ))
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or_else(|| AdminError::NotFound(format!("no account {id}")))?;
+        let before: String = row.try_get("status")?;
+        if before == "closed" && status != AccountStatus::Closed {
+            return Err(AdminError::Input(format!(
+                "account {id} is closed, and a closed account stays closed"
+            )));
+        }
+        sqlx::query("UPDATE accounts SET status = $1 WHERE id = $2")
+            .bind(status.as_str())
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        Ok(before)
+    }
+    .await;
+    finish(conn, r).await
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AccountSummary {
     pub id: String,

@@ -3,7 +3,8 @@
 //! mounts these and owns `main`; each `run` returns a result it turns into the exit code (`ledger
 //! verify` returns `AdminError::Inconsistent` on any mismatch → exit 1).
 
-use crate::admin::{self, AllowanceSpec, NewAccount, TariffSpec};
+use crate::admin::{self, AccountStatus, AllowanceSpec, NewAccount, TariffSpec};
+use crate::session_requests::{self, SessionRequestKind, SessionSelector};
 use crate::store::{Database, PoolConfig};
 use crate::AdminError;
 use clap::{Args, Subcommand};
@@ -110,6 +111,23 @@ pub enum AccountAction {
         #[arg(long, allow_hyphen_values = true)]
         amount: String,
     },
+    /// Refuse the account new grants (4010), and ask the clients of its open sessions to end
+    /// them (Abort-Session-Request).
+    Block {
+        #[arg(long)]
+        id: String,
+    },
+    /// Let a blocked account be granted again, and ask the clients of its open sessions to
+    /// re-authorise (Re-Auth-Request).
+    Unblock {
+        #[arg(long)]
+        id: String,
+    },
+    /// Close the account for good (like block, but it cannot be unblocked).
+    Close {
+        #[arg(long)]
+        id: String,
+    },
     /// Balance, reserved, available and allowances.
     Show {
         #[arg(long)]
@@ -203,8 +221,36 @@ pub async fn run_account(
         }
         AccountAction::Topup { id, amount } => {
             let db = cmd.db.open().await?;
+            let before = admin::show(&db, id, clock.now()).await?;
             let b = admin::topup(&db, id, amount, clock.now()).await?;
             print_balance(&b, false, out);
+            // Sessions that got what was left now have more to get (RFC 4006 §5.5).
+            let exhausted =
+                session_requests::sessions_with_final_grant(&db, id, before.available.0).await?;
+            let kind = SessionRequestKind::Reauth;
+            let ids =
+                session_requests::enqueue_sessions(&db, kind, &exhausted, "topup", clock.now())
+                    .await?;
+            print_queued(kind, &ids, out);
+        }
+        AccountAction::Block { id }
+        | AccountAction::Unblock { id }
+        | AccountAction::Close { id } => {
+            let (status, kind) = match &cmd.action {
+                AccountAction::Block { .. } => (AccountStatus::Blocked, SessionRequestKind::Abort),
+                AccountAction::Close { .. } => (AccountStatus::Closed, SessionRequestKind::Abort),
+                _ => (AccountStatus::Active, SessionRequestKind::Reauth),
+            };
+            let db = cmd.db.open().await?;
+            let before = admin::set_status(&db, id, status).await?;
+            let _ = writeln!(out, "account {id}: {before} -> {}", status.as_str());
+            if before != status.as_str() {
+                let open = session_requests::open_sessions(&db, Some(id)).await?;
+                let reason = status.as_str();
+                let ids = session_requests::enqueue_sessions(&db, kind, &open, reason, clock.now())
+                    .await?;
+                print_queued(kind, &ids, out);
+            }
         }
         AccountAction::Show { id, json } => {
             let db = cmd.db.open().await?;
@@ -316,6 +362,13 @@ pub async fn run_tariff(
             };
             let t = admin::set_tariff(&db, &spec, clock.now()).await?;
             print_tariff(&t, out);
+            // Sessions rated by the old price are re-authorised under the new one.
+            let rated =
+                session_requests::sessions_rated_in(&db, service_context, *rating_group).await?;
+            let kind = SessionRequestKind::Reauth;
+            let ids = session_requests::enqueue_sessions(&db, kind, &rated, "tariff", clock.now())
+                .await?;
+            print_queued(kind, &ids, out);
         }
         TariffAction::List { json } => {
             let db = cmd.db.open().await?;
@@ -330,6 +383,12 @@ pub async fn run_tariff(
         }
     }
     Ok(())
+}
+
+fn print_queued(kind: SessionRequestKind, ids: &[i64], out: &mut dyn Write) {
+    for id in ids {
+        let _ = writeln!(out, "queued {} request {id}", kind.as_str());
+    }
 }
 
 fn print_tariff(t: &Tariff, out: &mut dyn Write) {
@@ -393,6 +452,117 @@ pub async fn run_ledger(cmd: &LedgerCmd, out: &mut dyn Write) -> Result<(), Admi
             } else {
                 Err(AdminError::Inconsistent(rep.problems.len()))
             }
+        }
+    }
+}
+
+/// `tollgate session …`
+#[derive(Debug, Clone, Args)]
+pub struct SessionCmd {
+    #[command(flatten)]
+    pub db: DatabaseArgs,
+    #[command(subcommand)]
+    pub action: SessionAction,
+}
+
+/// Which open sessions: one (`--session-id`) or all of an account (`--account`).
+#[derive(Debug, Clone, Args)]
+#[group(required = true, multiple = false)]
+pub struct SessionTarget {
+    /// The Session-Id of one open session.
+    #[arg(long)]
+    pub session_id: Option<String>,
+    /// Every open session of this account.
+    #[arg(long)]
+    pub account: Option<String>,
+}
+
+impl SessionTarget {
+    fn selector(&self) -> SessionSelector {
+        match (&self.session_id, &self.account) {
+            (Some(s), _) => SessionSelector::Session(s.clone()),
+            (None, Some(a)) => SessionSelector::Account(a.clone()),
+            // clap's group makes one of the two required.
+            (None, None) => SessionSelector::Session(String::new()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum SessionAction {
+    /// List open sessions (one line each, or JSON).
+    List {
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a Re-Auth-Request (RFC 4006 §5.5): the node that has the session's client
+    /// connected sends it, and the client asks again with a CCR-U.
+    Reauth(SessionTarget),
+    /// Queue an Abort-Session-Request (RFC 6733 §8.5): the client ends the session (CCR-T).
+    Abort(SessionTarget),
+    /// Show queued requests by id: state, attempts, the client's Result-Code.
+    Requests {
+        #[arg(required = true)]
+        ids: Vec<i64>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run_session(
+    cmd: &SessionCmd,
+    clock: &dyn Clock,
+    out: &mut dyn Write,
+) -> Result<(), AdminError> {
+    let db = cmd.db.open().await?;
+    match &cmd.action {
+        SessionAction::List { account, json } => {
+            let sessions = session_requests::open_sessions(&db, account.as_deref()).await?;
+            for s in &sessions {
+                let _ = if *json {
+                    writeln!(out, "{}", serde_json::to_string(s).unwrap_or_default())
+                } else {
+                    writeln!(
+                        out,
+                        "{}  account={} client={} credits={} pending={}",
+                        s.session_id, s.account_id, s.peer_host, s.credits, s.pending_amount
+                    )
+                };
+            }
+            Ok(())
+        }
+        SessionAction::Reauth(target) | SessionAction::Abort(target) => {
+            let kind = match cmd.action {
+                SessionAction::Reauth(_) => SessionRequestKind::Reauth,
+                _ => SessionRequestKind::Abort,
+            };
+            let selector = target.selector();
+            let ids =
+                session_requests::enqueue(&db, kind, &selector, "operator", clock.now()).await?;
+            print_queued(kind, &ids, out);
+            Ok(())
+        }
+        SessionAction::Requests { ids, json } => {
+            for r in session_requests::requests(&db, ids).await? {
+                let _ = if *json {
+                    writeln!(out, "{}", serde_json::to_string(&r).unwrap_or_default())
+                } else {
+                    writeln!(
+                        out,
+                        "{} {} {} state={} attempts={} result_code={} {}",
+                        r.id,
+                        r.kind.as_str(),
+                        r.session_id,
+                        r.state,
+                        r.attempts,
+                        r.result_code.map(|c| c.to_string()).unwrap_or_default(),
+                        r.detail.unwrap_or_default()
+                    )
+                };
+            }
+            Ok(())
         }
     }
 }

@@ -19,6 +19,7 @@ mod batch;
 pub mod catalog;
 pub mod cli;
 mod rows;
+pub mod session_requests;
 pub mod sql_ledger;
 pub mod store;
 

@@ -162,6 +162,20 @@ enum Answer {
     Refund(Result<RefundOutcome, LedgerError>),
 }
 
+impl Answer {
+    /// An outcome (grant, refusal, charge…) is stored under the request's key; an error is
+    /// not.
+    fn is_stored(&self) -> bool {
+        match self {
+            Answer::Reserve(r) => r.is_ok(),
+            Answer::Commit(r) => r.is_ok(),
+            Answer::Release(r) => r.is_ok(),
+            Answer::DirectDebit(r) => r.is_ok(),
+            Answer::Refund(r) => r.is_ok(),
+        }
+    }
+}
+
 /// What a run does at one point: a batch of requests, or an operator/sweeper action.
 #[derive(Debug, Clone)]
 enum Action {
@@ -331,7 +345,10 @@ async fn provision(db: &Database) {
 }
 
 /// The independent money model: what the answers say was charged and refunded, per account,
-/// each request key counted once, plus what operators added. A commit's account is the one
+/// each request key counted once it has a stored answer, plus what operators added. An error
+/// (`Err`) stores nothing (docs/architecture.md, "Errors choose the answer"), so the same key
+/// may later carry another request that counts, e.g. a reserve refused with ReservationOpen
+/// and sent again, changed, once the session's credit is gone. A commit's account is the one
 /// whose reserve opened that session's service (sessions change hands after they end).
 #[derive(Default)]
 struct MoneyModel {
@@ -354,7 +371,7 @@ impl MoneyModel {
     }
 
     fn answer(&mut self, request: &Request, answer: &Answer) {
-        let first = self.counted.insert(request.key());
+        let first = answer.is_stored() && self.counted.insert(request.key());
         match (request, answer) {
             // A replayed grant (a retransmission) opened nothing now: the session may have
             // changed hands since.
