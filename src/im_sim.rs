@@ -109,6 +109,15 @@ pub struct ImSimArgs {
     /// Write every frame sent to the OCS, one hex line each.
     #[arg(long)]
     pub wire_log: Option<PathBuf>,
+    /// After this much talk in a session, have the OCS re-authorise it: a Re-Auth-Request is
+    /// queued in the ledger (as `tollgate session reauth --account` does), the OCS sends it,
+    /// and the IM server reports its usage and asks again. Needs the ledger (--database-url).
+    #[arg(long, value_parser = humantime::parse_duration, conflicts_with = "abort_after")]
+    pub reauth_after: Option<Duration>,
+    /// After this much talk in a session, have the OCS abort it (Abort-Session-Request): the
+    /// IM server ends the session (BYE) and reports its usage. Needs the ledger.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub abort_after: Option<Duration>,
 }
 
 fn units_u32(u: Option<Ch2Units>) -> u32 {
@@ -125,6 +134,8 @@ struct Sim {
     session_payload: ImPayload,
     ledger: Option<tollgate_ledger::Database>,
     step: u32,
+    /// The OCS's RAR and ASR, as the CH-2 client hands them over.
+    from_ocs: Option<tokio::sync::mpsc::UnboundedReceiver<OcsRequest>>,
 }
 
 impl Sim {
@@ -248,6 +259,8 @@ impl Sim {
         let mut left = u32::try_from(self.args.talk.as_secs()).unwrap_or(u32::MAX);
         let mut grant = units_u32(first.granted);
         let mut last = first.final_unit_action.is_some();
+        // When the OCS is to speak first (--reauth-after / --abort-after): seconds of talk.
+        let mut ocs_asks = self.ocs_trigger();
         if first.outcome != Outcome::Granted {
             // Free (4011) or uncharged (CCFH CONTINUE): the session runs without CH-2.
             self.note(&format!(
@@ -257,6 +270,22 @@ impl Sim {
             return Ok(());
         }
         loop {
+            if let Some((kind, at)) = ocs_asks {
+                if at < left.min(grant) {
+                    // The OCS asks while this grant is being used: `at` seconds of it are.
+                    ocs_asks = None;
+                    left -= at;
+                    match self.ocs_asks(correlation, kind, at).await? {
+                        Some(r) => {
+                            grant = units_u32(r.granted);
+                            last = r.final_unit_action.is_some();
+                            continue;
+                        }
+                        None => return Ok(()),
+                    }
+                }
+                ocs_asks = Some((kind, at - left.min(grant)));
+            }
             // A grant of nothing (or the last grant) ends the session: asking again for the
             // same would loop for ever.
             if left <= grant || last || grant == 0 {
@@ -317,6 +346,104 @@ impl Sim {
             }
             grant = units_u32(r.granted);
             last = r.final_unit_action.is_some();
+        }
+    }
+
+    /// What --reauth-after / --abort-after ask for, in seconds of talk.
+    fn ocs_trigger(&self) -> Option<(OcsRequestKind, u32)> {
+        let secs = |d: Duration| u32::try_from(d.as_secs()).unwrap_or(u32::MAX);
+        match (self.args.reauth_after, self.args.abort_after) {
+            (Some(d), _) => Some((OcsRequestKind::Reauthorise, secs(d))),
+            (None, Some(d)) => Some((OcsRequestKind::Abort, secs(d))),
+            (None, None) => None,
+        }
+    }
+
+    /// The OCS speaks first, `used` seconds into the current grant: the request is queued in
+    /// the ledger for the account, the OCS sends it, the CH-2 client answers it and hands it
+    /// over, and the IM server reports. Returns the interim's response after a re-auth, None
+    /// once an aborted session has been stopped.
+    async fn ocs_asks(
+        &mut self,
+        correlation: &str,
+        kind: OcsRequestKind,
+        used: u32,
+    ) -> anyhow::Result<Option<Response>> {
+        use tollgate_ledger::session_requests::{self, SessionRequestKind, SessionSelector};
+        let Some(db) = &self.ledger else {
+            bail!("--reauth-after and --abort-after need the OCS ledger (--database-url)");
+        };
+        let (queued, action) = match kind {
+            OcsRequestKind::Reauthorise => (SessionRequestKind::Reauth, "reauth"),
+            OcsRequestKind::Abort => (SessionRequestKind::Abort, "abort"),
+        };
+        let account = SessionSelector::Account(self.args.account.clone());
+        let ids = session_requests::enqueue(db, queued, &account, "im-sim", SystemClock.now())
+            .await
+            .context("cannot queue the request in the ledger")?;
+        self.note(&format!(
+            "{used} s into the grant, the operator runs: tollgate session {action} --account {} (request {})",
+            self.args.account,
+            ids.iter().map(i64::to_string).collect::<Vec<_>>().join(", ")
+        ));
+        let Some(from_ocs) = self.from_ocs.as_mut() else {
+            bail!("the CH-2 client's OCS requests were taken");
+        };
+        let request = tokio::time::timeout(Duration::from_secs(15), from_ocs.recv())
+            .await
+            .ok()
+            .flatten()
+            .context(
+                "the OCS sent no request within 15 s (is this tollgate serve on that ledger?)",
+            )?;
+        let name = match kind {
+            OcsRequestKind::Reauthorise => {
+                "Re-Auth-Request (Re-Auth-Request-Type AUTHORIZE_ONLY); RAA 2001"
+            }
+            OcsRequestKind::Abort => "Abort-Session-Request; ASA 2001",
+        };
+        self.step += 1;
+        println!("{:>2}  Diameter  OCS → IM  {name}", self.step);
+        println!("          Session-Id {}", request.session_id);
+        match kind {
+            OcsRequestKind::Reauthorise => {
+                let mut req = SessionRequest::interim(
+                    correlation,
+                    Ch2Units::Seconds(used),
+                    Some(Ch2Units::Seconds(self.args.quota)),
+                );
+                req.reporting_reason = Some(ReportingReason::ForcedReauthorisation);
+                req.payload = self.session_payload.clone();
+                let r = self.client.session(&req).await?;
+                let ccr = format!(
+                    "CCR-U: MSCC{{USU CC-Time {used}, RSU CC-Time {}, Reporting-Reason FORCED_REAUTHORISATION}}",
+                    self.args.quota
+                );
+                self.report("SessionRequest(interim)", &ccr, &r).await;
+                if !r.allows_service() {
+                    self.sip(&format!(
+                        "credit refused on re-authorisation ({:?}): IM → both legs BYE",
+                        r.outcome
+                    ));
+                    return Ok(None);
+                }
+                Ok(Some(r))
+            }
+            OcsRequestKind::Abort => {
+                self.sip("IM → both legs: BYE (the OCS aborted the charging session)");
+                let mut req = SessionRequest::stop(
+                    correlation,
+                    Ch2Units::Seconds(used),
+                    TerminationCause::Administrative,
+                );
+                req.payload = self.session_payload.clone();
+                let r = self.client.session(&req).await?;
+                let ccr = format!(
+                    "CCR-T: MSCC{{USU CC-Time {used}, Reporting-Reason FINAL}}, Termination-Cause DIAMETER_ADMINISTRATIVE"
+                );
+                self.report("SessionRequest(stop)", &ccr, &r).await;
+                Ok(None)
+            }
         }
     }
 
@@ -626,7 +753,12 @@ pub async fn run(args: ImSimArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let ledger = open_ledger(&args).await;
+    if (args.reauth_after.is_some() || args.abort_after.is_some()) && ledger.is_none() {
+        bail!("--reauth-after and --abort-after queue the request in the OCS ledger: give --database-url (or the --data-dir of the embedded store)");
+    }
+    let from_ocs = client.ocs_requests();
     let mut sim = Sim {
+        from_ocs,
         client: Arc::clone(&client),
         user,
         ledger,

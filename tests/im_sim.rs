@@ -122,6 +122,8 @@ async fn entries(store: &Store) -> Vec<(String, i64)> {
 }
 
 async fn open_reservations(store: &Store) -> i64 {
+    // Installed here too: a test run alone may reach this before anything else did.
+    sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(&store.url).await.unwrap();
     let n: i64 = sqlx::query("SELECT COUNT(*) FROM v_open_reservations")
         .fetch_one(&mut c)
@@ -133,6 +135,7 @@ async fn open_reservations(store: &Store) -> i64 {
 }
 
 async fn charging_payloads(store: &Store) -> Vec<String> {
+    sqlx::any::install_default_drivers();
     let mut c = sqlx::AnyConnection::connect(&store.url).await.unwrap();
     let rows =
         sqlx::query("SELECT CAST(payload AS TEXT) FROM v_charging_records ORDER BY record_id")
@@ -241,6 +244,79 @@ async fn one_to_one(backend: Backend) {
     let cdr = charging_payloads(&store).await.join("\n");
     assert!(cdr.contains("Service-Generic-Information"), "{cdr}");
     assert!(cdr.contains("INVITING"), "{cdr}");
+    server.stop();
+    store.drop_store().await;
+}
+
+/// --reauth-after: 20 s into the first grant the OCS sends a RAR; the IM server reports the
+/// 20 s with FORCED_REAUTHORISATION and asks again, then talks on as usual.
+async fn one_to_one_reauthorised(backend: Backend) {
+    let Some((store, server)) = setup(backend, "10.00").await else {
+        return;
+    };
+    let args = ["--reauth-after", "20s"];
+    let run = im_sim(&store, &server.diameter.to_string(), "one-to-one", &args);
+    // 90 s of talk: CCR-I reserves 60; the RAR at 20 s: CCR-U reports 20, reserves 60; the
+    // next 60 used up: CCR-U reports 60, reserves 60; CCR-T reports the last 10.
+    assert_eq!(
+        run.sequence(),
+        vec![
+            ccr(1, 0, Some(60), None),
+            ccr(2, 1, Some(60), Some(20)),
+            ccr(2, 2, Some(60), Some(60)),
+            Ccr {
+                termination_cause: Some(1),
+                ..ccr(3, 3, None, Some(10))
+            },
+        ]
+    );
+    run.one_session();
+    let reason = |m: &Message| {
+        member(m, &[MULTIPLE_SERVICES_CREDIT_CONTROL, REPORTING_REASON])
+            .and_then(|a| a.enumerated().ok())
+    };
+    assert_eq!(reason(&run.ccrs[1]), Some(7), "FORCED_REAUTHORISATION");
+    assert_eq!(reason(&run.ccrs[2]), Some(3), "QUOTA_EXHAUSTED");
+    assert!(
+        run.stdout.contains("OCS → IM  Re-Auth-Request"),
+        "{}",
+        run.stdout
+    );
+    settled(&store, 1000 - 90).await;
+    server.stop();
+    store.drop_store().await;
+}
+
+/// --abort-after: 30 s into the session the OCS sends an ASR; the IM server ends the
+/// session (BYE) and reports the 30 s in a CCR-T with DIAMETER_ADMINISTRATIVE.
+async fn one_to_one_aborted(backend: Backend) {
+    let Some((store, server)) = setup(backend, "10.00").await else {
+        return;
+    };
+    let args = ["--abort-after", "30s"];
+    let run = im_sim(&store, &server.diameter.to_string(), "one-to-one", &args);
+    assert_eq!(
+        run.sequence(),
+        vec![
+            ccr(1, 0, Some(60), None),
+            Ccr {
+                termination_cause: Some(4),
+                ..ccr(3, 1, None, Some(30))
+            },
+        ]
+    );
+    assert!(
+        run.stdout.contains("OCS → IM  Abort-Session-Request"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("BYE (the OCS aborted"),
+        "{}",
+        run.stdout
+    );
+    settled(&store, 1000 - 30).await;
+    assert_eq!(open_reservations(&store).await, 0);
     server.stop();
     store.drop_store().await;
 }
@@ -712,6 +788,8 @@ macro_rules! on_both_backends {
 
 on_both_backends!(
     one_to_one,
+    one_to_one_reauthorised,
+    one_to_one_aborted,
     one_to_one_insufficient_credit,
     one_to_one_callee_rejects,
     one_to_one_credit_exhausted,

@@ -115,6 +115,10 @@ async fn start(backend: Backend, balance: &str) -> Option<(Store, Server)> {
     if !python_diameter_present() {
         return None;
     }
+    start_server(backend, balance).await
+}
+
+async fn start_server(backend: Backend, balance: &str) -> Option<(Store, Server)> {
     let store = Store::new(backend).await?;
     provision(&store, balance);
     let config = store.dir.join("fast-requests.toml");
@@ -276,6 +280,142 @@ async fn run_triggers(backend: Backend) {
     store.verify();
     server.stop();
     store.drop_store().await;
+}
+
+/// The IM server's side: Tollgate's own CH-2 client receives the RAR and the ASR, answers
+/// them, and hands them to the IM server, which reports usage and asks again (interim,
+/// FORCED_REAUTHORISATION), then ends the session (stop).
+async fn run_ch2(backend: Backend) {
+    use tollgate_cc::ch2::{
+        Ch2Client, Ch2ClientConfig, Ch2Profile, Ch2Units, OcsRequestKind, Outcome, ReportingReason,
+        SessionRequest, TerminationCause,
+    };
+    let Some((store, server)) = start_server(backend, "10.00").await else {
+        return;
+    };
+    let cfg = Ch2ClientConfig::new(
+        Ch2Profile::new("im.test", "test", "test"),
+        vec![server.diameter],
+    );
+    let client = Ch2Client::start(cfg).unwrap();
+    assert!(client.wait_open(Duration::from_secs(10)).await);
+    let mut from_ocs = client.ocs_requests().unwrap();
+    let alice: tollgate_ocs::SubscriptionId = "sip:alice@example.com".parse().unwrap();
+    let r = client
+        .session(&SessionRequest::start(
+            "call-1",
+            alice,
+            Ch2Units::Seconds(60),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.outcome, Outcome::Granted, "{r:?}");
+    let queued = |action: &str| {
+        let out = store.cli(&["session", action, "--account", "alice"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.split_whitespace().last().unwrap().to_string()
+    };
+
+    let id = queued("reauth");
+    let req = next_request(&mut from_ocs).await;
+    assert_eq!(
+        (req.kind, req.correlation_id.as_str()),
+        (OcsRequestKind::Reauthorise, "call-1")
+    );
+    let mut interim =
+        SessionRequest::interim("call-1", Ch2Units::Seconds(20), Some(Ch2Units::Seconds(60)));
+    interim.reporting_reason = Some(ReportingReason::ForcedReauthorisation);
+    let r = client.session(&interim).await.unwrap();
+    assert_eq!(
+        (r.outcome, r.granted),
+        (Outcome::Granted, Some(Ch2Units::Seconds(60))),
+        "{r:?}"
+    );
+    assert_answered(&store, &id, "operator");
+
+    let id = queued("abort");
+    let req = next_request(&mut from_ocs).await;
+    assert_eq!(
+        (req.kind, req.correlation_id.as_str()),
+        (OcsRequestKind::Abort, "call-1")
+    );
+    let stop = SessionRequest::stop("call-1", Ch2Units::Seconds(10), TerminationCause::Logout);
+    let r = client.session(&stop).await.unwrap();
+    assert_eq!(r.result_code, Some(2001), "{r:?}");
+    assert_answered(&store, &id, "operator");
+
+    assert_eq!(store.account("alice")["balance_minor"], OPENING - 30);
+    assert_eq!(
+        store.scalar("SELECT COUNT(*) FROM v_open_sessions").await,
+        0
+    );
+    client.close().await;
+    store.verify();
+    server.stop();
+    store.drop_store().await;
+}
+
+/// Two nodes on one PostgreSQL: the client is connected to node A only, and node B polls the
+/// same outbox. The RAR queued for the client's session is sent by A (docs/several-nodes.md,
+/// "Requests the OCS sends first"), whichever node the operator is near.
+async fn run_two_nodes() {
+    let Some((store, a)) = start(Backend::Postgres, "10.00").await else {
+        return;
+    };
+    let config = store.dir.join("fast-requests.toml");
+    let b = Server::start(
+        &store,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--origin-host",
+            "ocs-b.test",
+        ],
+    );
+    let reauth = ["session", "reauth", "--session-id", "{sid}"];
+    let o = run_client(&store, &a, "reauth", &reauth, &store.dir.join("two.hex"));
+    assert_eq!(step(&o, "scur-u")["result_code"], 2001);
+    assert_answered(&store, &o.request_id, "operator");
+    let r = request_state(&store, &o.request_id);
+    let by = r["claimed_by"].as_str().unwrap_or_default();
+    assert!(
+        by.starts_with("ocs.test#"),
+        "sent by {by}, not by node A: {r}"
+    );
+    assert_eq!(r["attempts"], 1, "{r}");
+    store.verify();
+    a.stop();
+    b.stop();
+    store.drop_store().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_with_the_client_sends_the_rar_on_postgres() {
+    run_two_nodes().await;
+}
+
+async fn next_request(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<tollgate_cc::ch2::OcsRequest>,
+) -> tollgate_cc::ch2::OcsRequest {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("no request from the OCS within 10 s")
+        .expect("the CH-2 client is gone")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ch2_client_hands_rar_and_asr_to_the_im_server_on_sqlite() {
+    run_ch2(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ch2_client_hands_rar_and_asr_to_the_im_server_on_postgres() {
+    run_ch2(Backend::Postgres).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

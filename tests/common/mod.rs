@@ -149,26 +149,21 @@ impl Server {
 
     pub fn start_with(store: &Store, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
-        cmd.args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--admin",
-            "127.0.0.1:0",
-            "--origin-host",
-            "ocs.test",
-            "--origin-realm",
-            "test",
-        ])
-        .arg("--data-dir")
-        .arg(&store.dir)
-        .arg("--database-url")
-        .arg(&store.url)
-        .args(extra)
-        .env_remove("TOLLGATE_DATABASE_URL")
-        .env("TOLLGATE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+        // ocs.test unless the test names the node itself.
+        if !extra.contains(&"--origin-host") {
+            cmd.args(["--origin-host", "ocs.test"]);
+        }
+        cmd.args(["--origin-realm", "test"])
+            .arg("--data-dir")
+            .arg(&store.dir)
+            .arg("--database-url")
+            .arg(&store.url)
+            .args(extra)
+            .env_remove("TOLLGATE_DATABASE_URL")
+            .env("TOLLGATE_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
         for (k, v) in env {
             cmd.env(k, v);
         }

@@ -312,13 +312,15 @@ pub struct RequestState {
     pub attempts: i32,
     pub result_code: Option<i64>,
     pub detail: Option<String>,
+    /// The node that sent it last (its Origin-Host and Origin-State-Id).
+    pub claimed_by: Option<String>,
 }
 
 pub async fn requests(db: &Database, ids: &[i64]) -> Result<Vec<RequestState>, AdminError> {
     let mut out = Vec::with_capacity(ids.len());
     for id in ids {
         let r = sqlx::query(
-            "SELECT id, kind, session_id, reason, state, attempts, result_code, detail \
+            "SELECT id, kind, session_id, reason, state, attempts, result_code, detail, claimed_by \
              FROM session_requests WHERE id = $1",
         )
         .bind(id)
@@ -335,6 +337,7 @@ pub async fn requests(db: &Database, ids: &[i64]) -> Result<Vec<RequestState>, A
             attempts: r.try_get("attempts")?,
             result_code: r.try_get("result_code")?,
             detail: r.try_get("detail")?,
+            claimed_by: r.try_get("claimed_by")?,
         });
     }
     Ok(out)

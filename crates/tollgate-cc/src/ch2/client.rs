@@ -18,6 +18,7 @@
 //!   kept (T-flagged) and replayed by [`Ch2Client::replay_buffered`].
 
 use super::mapping::{is_temporary, response_from_cca, Ch2Profile};
+use super::ocs_requests::{Inbox, OcsRequest};
 use super::*;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -26,6 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc;
 use tollgate_codec::codes::DESTINATION_HOST;
 use tollgate_codec::{ApplicationId, Avp, Dictionary, Flags, Message};
 pub use tollgate_peer::WireLog;
@@ -117,6 +119,9 @@ struct ClientSession {
 
 pub struct Ch2Client {
     node: Arc<Node>,
+    /// Serves the OCS's RAR and ASR (`ocs_requests.rs`).
+    inbox: Arc<Inbox>,
+    ocs_requests: Mutex<Option<mpsc::UnboundedReceiver<OcsRequest>>>,
     cfg: Ch2ClientConfig,
     /// Origin-Host of each configured server while its connection is open.
     open: Arc<Mutex<Vec<Option<String>>>>,
@@ -140,11 +145,12 @@ impl Ch2Client {
         }
         let mut local = LocalPeer::new(&cfg.profile.origin_host, &cfg.profile.origin_realm);
         local.product_name = "Tollgate CH-2 client".into();
+        let (inbox, ocs_requests) = Inbox::new(&cfg.profile.origin_host, &cfg.profile.origin_realm);
         let node = Node::new(
             local,
             cfg.limits.clone(),
             Arc::new(Dictionary::builtin().clone()),
-            None,
+            Some(Arc::clone(&inbox) as Arc<dyn tollgate_peer::Application>),
             &[ApplicationId::CREDIT_CONTROL],
         );
         let now = std::time::SystemTime::now()
@@ -157,6 +163,8 @@ impl Ch2Client {
         let start = now.subsec_nanos() ^ (std::process::id() << 12);
         let client = Arc::new(Ch2Client {
             node,
+            inbox,
+            ocs_requests: Mutex::new(Some(ocs_requests)),
             open: Arc::new(Mutex::new(vec![None; cfg.servers.len()])),
             sessions: Mutex::new(HashMap::new()),
             buffered: Mutex::new(Vec::new()),
@@ -194,6 +202,12 @@ impl Ch2Client {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// The Re-Auth and Abort-Session requests the OCS sends, for the IM server to act on
+    /// (`ocs_requests.rs`). There is one receiver; the first call takes it.
+    pub fn ocs_requests(&self) -> Option<mpsc::UnboundedReceiver<OcsRequest>> {
+        lock(&self.ocs_requests).take()
     }
 
     /// The frames written so far (only with `record_wire`).
@@ -237,6 +251,7 @@ impl Ch2Client {
                 return Err(Ch2Error::AlreadyOpen(correlation.to_string()));
             }
             let session_id = self.new_session_id();
+            self.inbox.opened(&session_id, correlation);
             sessions.insert(
                 correlation.to_string(),
                 ClientSession {
@@ -390,7 +405,9 @@ impl Ch2Client {
                 None => r.outcome == Outcome::Terminate,
             };
         if closed {
-            sessions.remove(correlation);
+            if let Some(s) = sessions.remove(correlation) {
+                self.inbox.closed(&s.session_id);
+            }
             return;
         }
         if let Some(s) = sessions.get_mut(correlation) {

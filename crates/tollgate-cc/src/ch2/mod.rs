@@ -6,7 +6,8 @@
 //! enquiry) and [`Response`]; [`mapping`] turns them into CCRs and CCAs back into Responses
 //! (sans-io; docs/protocol.md, "CH-2 to credit-control mapping" and "Service context, units
 //! and payload for OMA IM"); [`client`] is the Diameter client peer an IM server embeds
-//! (CER, watchdog, failover, the Tx timer and the failure-handling rules of RFC 4006 §5.5/§5.7).
+//! (CER, watchdog, failover, the Tx timer and the failure-handling rules of RFC 4006 §5.5/§5.7);
+//! [`ocs_requests`] turns the OCS's RAR and ASR into requests for the IM server.
 //!
 //! The OMA CH-2 technical specification could not be consulted (docs/protocol.md, "What could
 //! not be confirmed"): the parameter names here are ours, the mapping is our choice
@@ -14,12 +15,14 @@
 
 pub mod client;
 pub mod mapping;
+pub mod ocs_requests;
 
 use std::fmt;
 use tollgate_ocs::SubscriptionId;
 
 pub use client::{Ch2Client, Ch2ClientConfig, Ch2Error};
 pub use mapping::Ch2Profile;
+pub use ocs_requests::{OcsRequest, OcsRequestKind};
 
 /// The quantity a CH-2 request asks for, reports or is granted, in one unit type
 /// (docs/protocol.md, "Service context, units and payload for OMA IM": sessions by the
