@@ -118,6 +118,11 @@ pub struct CreditControlConfig {
     pub server_request_poll_ms: u64,
     /// How long a RAR or ASR waits for its RAA/ASA before another attempt, milliseconds.
     pub server_request_timeout_ms: u64,
+    /// The most one usage report is charged for (more is charged up to this, logged and
+    /// counted): seconds, octets, service units.
+    pub max_reported_seconds: u64,
+    pub max_reported_octets: u64,
+    pub max_reported_units: u64,
 }
 
 impl Default for DiameterConfig {
@@ -188,6 +193,9 @@ impl Default for CreditControlConfig {
             store_failure_result: d.store_failure_result.0,
             server_request_poll_ms: 250,
             server_request_timeout_ms: 10_000,
+            max_reported_seconds: d.max_reported_usage.seconds,
+            max_reported_octets: d.max_reported_usage.octets,
+            max_reported_units: d.max_reported_usage.units,
         }
     }
 }

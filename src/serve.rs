@@ -163,6 +163,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         cc_session_failover: cc.cc_session_failover.then_some(1),
         cost_information: cc.cost_information,
         store_failure_result: ResultCode(cc.store_failure_result),
+        max_reported_usage: tollgate_cc::config::UsageCaps {
+            seconds: cc.max_reported_seconds,
+            octets: cc.max_reported_octets,
+            units: cc.max_reported_units,
+            ..Default::default()
+        },
     };
     let ledger_dyn: Arc<dyn Ledger> = if args.no_ledger {
         warn!("--no-ledger: answering every CCR with a grant and charging nothing (benchmark baseline)");

@@ -225,6 +225,29 @@ impl CreditControl {
         a
     }
 
+    /// The usage a report is charged for: at most `max_reported_usage` per unit type. More is
+    /// a client's mistake (or worse), not a call; it is charged up to the cap, logged and
+    /// counted, and the CCR is answered as usual.
+    fn capped(&self, ccr: &Ccr, mut used: tollgate_ocs::UsedUnits) -> tollgate_ocs::UsedUnits {
+        for unit in UnitType::ALL {
+            let cap = self.cfg.max_reported_usage.cap(unit);
+            if let Some(n) = used.amount(unit).filter(|n| *n > cap) {
+                tracing::warn!(
+                    origin_host = %ccr.origin_host,
+                    session = %ccr.session_id,
+                    ?unit,
+                    reported = n,
+                    charged = cap,
+                    "usage far above what one report can carry; charged up to the cap"
+                );
+                metrics::counter!("tollgate_usage_capped_total", "unit" => unit.as_str())
+                    .increment(1);
+                used = used.with(unit, cap);
+            }
+        }
+        used
+    }
+
     /// CCR-U: commit what was used, reserve again.
     async fn update(&self, ccr: &Ccr, cca: &mut Cca<'_>) -> Result<(), Stop> {
         for s in &ccr.services {
@@ -238,7 +261,7 @@ impl CreditControl {
                     key: self.key(ccr, s.rating_group),
                     session_ref: ccr.session_id.clone(),
                     service: self.service_key(ccr, s),
-                    used: s.used.unwrap_or_default(),
+                    used: self.capped(ccr, s.used.unwrap_or_default()),
                     next,
                     final_commit: false,
                     cdr: None,
@@ -293,7 +316,7 @@ impl CreditControl {
                     key: self.key(ccr, s.rating_group),
                     session_ref: ccr.session_id.clone(),
                     service: self.service_key(ccr, s),
-                    used: s.used.unwrap_or_default(),
+                    used: self.capped(ccr, s.used.unwrap_or_default()),
                     next: None,
                     final_commit: true,
                     cdr: Some(cdr.clone()),

@@ -25,6 +25,45 @@ pub struct CcConfig {
     /// What a ledger failure is answered with: 5012 UNABLE_TO_COMPLY (client applies CCFH)
     /// or 3004 TOO_BUSY (client may fail over to another server).
     pub store_failure_result: ResultCode,
+    /// The most usage one report (a Used-Service-Unit) is charged for, per unit type. A
+    /// client that reports more (one once reported 71 million seconds for one call) is charged
+    /// this much, answered normally, and logged and counted (`app.rs`, `capped`).
+    pub max_reported_usage: UsageCaps,
+}
+
+/// Per-report usage caps (`CcConfig::max_reported_usage`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UsageCaps {
+    pub seconds: u64,
+    pub octets: u64,
+    pub units: u64,
+    /// Minor units of the account's currency.
+    pub money: u64,
+}
+
+impl Default for UsageCaps {
+    /// A day of time, 100 GiB, a million service units, and 1,000,000.00 in money: well
+    /// above what one report of a real session carries, and far below what would overflow.
+    fn default() -> Self {
+        UsageCaps {
+            seconds: 86_400,
+            octets: 100 << 30,
+            units: 1_000_000,
+            money: 100_000_000,
+        }
+    }
+}
+
+impl UsageCaps {
+    pub fn cap(&self, unit: tollgate_ocs::UnitType) -> u64 {
+        use tollgate_ocs::UnitType;
+        match unit {
+            UnitType::Seconds => self.seconds,
+            UnitType::Octets => self.octets,
+            UnitType::Units => self.units,
+            UnitType::Money => self.money,
+        }
+    }
 }
 
 impl Default for CcConfig {
@@ -39,6 +78,7 @@ impl Default for CcConfig {
             cc_session_failover: None,
             cost_information: true,
             store_failure_result: ResultCode::UNABLE_TO_COMPLY,
+            max_reported_usage: UsageCaps::default(),
         }
     }
 }

@@ -111,6 +111,12 @@ impl UsedUnits {
         *slot = Some(slot.unwrap_or(0).saturating_add(amount));
     }
 
+    /// The same report with `unit`'s amount set to `amount`.
+    pub fn with(mut self, unit: UnitType, amount: u64) -> Self {
+        *self.slot(unit) = Some(amount);
+        self
+    }
+
     /// Adds every amount of `other`.
     pub fn add_all(&mut self, other: &UsedUnits) {
         for unit in UnitType::ALL {
