@@ -14,6 +14,7 @@ fn grant(units: Option<u64>, expires_at: Timestamp) -> ReserveOutcome {
         amount: Money(1),
         final_grant: false,
         expires_at,
+        quota: Default::default(),
     })
 }
 

@@ -42,6 +42,7 @@ pub async fn seed(db: &Database, now: Timestamp) -> anyhow::Result<()> {
                 price: price.into(),
                 quantum: Some(quantum),
                 min_grant: Some(1),
+                quota: Default::default(),
             },
             now,
         )

@@ -323,6 +323,7 @@ async fn provision(url: &str, n: u64) -> anyhow::Result<()> {
                 price: price.into(),
                 quantum: Some(60),
                 min_grant: Some(1),
+                quota: Default::default(),
             },
             now,
         )

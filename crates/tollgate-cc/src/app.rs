@@ -214,6 +214,7 @@ impl CreditControl {
                 });
                 a.validity_time = Some(self.cfg.validity_time_s);
                 a.final_unit_terminate = g.final_grant;
+                a.quota = g.quota;
             }
             ReserveOutcome::Refused(r) => {
                 a.result = ResultCode(r.result_code());

@@ -6,7 +6,7 @@ use crate::ccr::{Ccr, ServiceRequest, Units};
 use crate::config::CcConfig;
 use tollgate_codec::codes::*;
 use tollgate_codec::{ApplicationId, Avp, Message, ResultCode};
-use tollgate_ocs::{Currency, Money, UnitType};
+use tollgate_ocs::{Currency, Money, QuotaPolicy, UnitType};
 
 /// The answer for one service (one MSCC).
 #[derive(Clone, Debug)]
@@ -21,6 +21,8 @@ pub struct ServiceAnswer {
     pub failed_avp: Option<Avp>,
     /// Money posted for this service in this request (for Cost-Information).
     pub charged: Option<Money>,
+    /// The tariff's quota thresholds and times, sent with a grant.
+    pub quota: QuotaPolicy,
 }
 
 impl ServiceAnswer {
@@ -35,6 +37,7 @@ impl ServiceAnswer {
             final_unit_terminate: false,
             failed_avp: None,
             charged: None,
+            quota: QuotaPolicy::default(),
         }
     }
 }
@@ -51,6 +54,30 @@ pub struct Cca<'a> {
     pub cost: Option<(i64, String, u8)>,
     pub remaining: Option<(i64, String, u8)>,
     pub check_balance: Option<i32>,
+}
+
+/// The tariff's quota thresholds and times for a grant in `unit`, in the MSCC's order
+/// (TS 32.299 §7.2.106): the threshold of the grant's unit (Time-, Volume- or
+/// Unit-Quota-Threshold, Unsigned32, saturated), then Quota-Holding-Time and
+/// Quota-Consumption-Time.
+fn quota_avps(unit: UnitType, q: &QuotaPolicy) -> Vec<Avp> {
+    let mut avps = Vec::new();
+    let threshold = match unit {
+        UnitType::Seconds => Some(TIME_QUOTA_THRESHOLD),
+        UnitType::Octets => Some(VOLUME_QUOTA_THRESHOLD),
+        UnitType::Units => Some(UNIT_QUOTA_THRESHOLD),
+        UnitType::Money => None,
+    };
+    if let (Some(code), Some(t)) = (threshold, q.threshold) {
+        avps.push(Avp::from_u32(code, u32::try_from(t).unwrap_or(u32::MAX)));
+    }
+    if let Some(t) = q.holding_time_s {
+        avps.push(Avp::from_u32(QUOTA_HOLDING_TIME, t));
+    }
+    if let Some(t) = q.consumption_time_s {
+        avps.push(Avp::from_u32(QUOTA_CONSUMPTION_TIME, t));
+    }
+    avps
 }
 
 /// Unit-Value (RFC 4006 §8.8): amount = Value-Digits × 10^Exponent; minor units with scale
@@ -166,6 +193,9 @@ impl<'a> Cca<'a> {
                         FINAL_UNIT_INDICATION,
                         &[Avp::from_enum(FINAL_UNIT_ACTION, 0)],
                     ));
+                }
+                if let Some(g) = s.granted {
+                    members.extend(quota_avps(g.unit, &s.quota));
                 }
                 a.push(Avp::grouped(MULTIPLE_SERVICES_CREDIT_CONTROL, &members));
             } else {

@@ -433,6 +433,7 @@ pub struct TariffSpec {
     pub price: String,
     pub quantum: Option<u64>,
     pub min_grant: Option<u64>,
+    pub quota: QuotaPolicy,
 }
 
 /// Default grant quantum per unit type when `--quantum` is not given.
@@ -464,6 +465,13 @@ pub async fn set_tariff(
         ));
     }
     let min_grant = t.min_grant.unwrap_or(0).min(i64::MAX as u64);
+    let threshold = match t.quota.threshold.map(i64::try_from) {
+        None => None,
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => {
+            return Err(AdminError::Input("bad --quota-threshold: too large".into()));
+        }
+    };
     let mut conn = begin(db).await?;
     let r = async {
         sqlx::query("DELETE FROM tariffs WHERE service_context = $1 AND COALESCE(rating_group, -1) = $2 AND COALESCE(service_id, -1) = $3 AND unit = $4")
@@ -473,7 +481,7 @@ pub async fn set_tariff(
             .bind(t.unit.as_str())
             .execute(&mut *conn)
             .await?;
-        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10)")
+        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms, quota_threshold, quota_holding_time_s, quota_consumption_time_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)")
             .bind(&t.service.service_context)
             .bind(t.service.rating_group.map(i64::from))
             .bind(t.service.service_id.map(i64::from))
@@ -484,6 +492,9 @@ pub async fn set_tariff(
             .bind(quantum as i64)
             .bind(min_grant as i64)
             .bind(now.0)
+            .bind(threshold)
+            .bind(t.quota.holding_time_s.map(i64::from))
+            .bind(t.quota.consumption_time_s.map(i64::from))
             .execute(&mut *conn)
             .await?;
         Ok(())
@@ -497,11 +508,12 @@ pub async fn set_tariff(
         price,
         quantum,
         min_grant,
+        quota: t.quota,
     })
 }
 
 pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
-    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
+    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
         .fetch_all(&db.pool)
         .await?;
     let mut out = Vec::new();
@@ -525,6 +537,7 @@ pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
             },
             quantum: u64::try_from(r.try_get::<i64, _>("quantum")?).unwrap_or(0),
             min_grant: u64::try_from(r.try_get::<i64, _>("min_grant")?).unwrap_or(0),
+            quota: crate::rows::quota_from_row(&r)?,
         });
     }
     Ok(out)

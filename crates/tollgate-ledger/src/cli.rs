@@ -314,6 +314,16 @@ pub enum TariffAction {
         /// Smaller grants are refused with 4012.
         #[arg(long)]
         min_grant: Option<u64>,
+        /// Sent with each grant: ask again when this much of it is left, in --unit
+        /// (Time-, Volume- or Unit-Quota-Threshold, TS 32.299 §7.2).
+        #[arg(long)]
+        quota_threshold: Option<u64>,
+        /// Sent with each grant: Quota-Holding-Time, seconds (TS 32.299 §7.2.151).
+        #[arg(long)]
+        quota_holding_time: Option<u32>,
+        /// Sent with each grant: Quota-Consumption-Time, seconds (TS 32.299 §7.2.150).
+        #[arg(long)]
+        quota_consumption_time: Option<u32>,
     },
     List {
         #[arg(long)]
@@ -336,6 +346,9 @@ pub async fn run_tariff(
             currency,
             quantum,
             min_grant,
+            quota_threshold,
+            quota_holding_time,
+            quota_consumption_time,
         } => {
             let unit: UnitType = unit
                 .parse()
@@ -359,6 +372,11 @@ pub async fn run_tariff(
                 price: price.clone(),
                 quantum: *quantum,
                 min_grant: *min_grant,
+                quota: QuotaPolicy {
+                    threshold: *quota_threshold,
+                    holding_time_s: *quota_holding_time,
+                    consumption_time_s: *quota_consumption_time,
+                },
             };
             let t = admin::set_tariff(&db, &spec, clock.now()).await?;
             print_tariff(&t, out);
@@ -407,6 +425,20 @@ fn print_tariff(t: &Tariff, out: &mut dyn Write) {
         t.quantum,
         t.min_grant
     );
+    let q = &t.quota;
+    let mut policy = Vec::new();
+    if let Some(v) = q.threshold {
+        policy.push(format!("threshold {v}"));
+    }
+    if let Some(v) = q.holding_time_s {
+        policy.push(format!("holding time {v} s"));
+    }
+    if let Some(v) = q.consumption_time_s {
+        policy.push(format!("consumption time {v} s"));
+    }
+    if !policy.is_empty() {
+        let _ = writeln!(out, "    quota {}", policy.join(", "));
+    }
 }
 
 /// `tollgate ledger verify`

@@ -5,6 +5,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_ocs::engine::{Account, Allowance, OpenReservation, SessionTotals, TariffEntry};
+use tollgate_ocs::tariff::QuotaPolicy;
 use tollgate_ocs::{Price, ServiceKey, SubscriptionId, SubscriptionType, Timestamp};
 
 /// An account row as the engine decides on it.
@@ -36,7 +37,8 @@ pub(crate) use credit_cols;
 /// The columns of a `tariffs` row as [`tariff_from_row`] reads them, in id order (ties between
 /// equally specific tariffs go to the first).
 pub(crate) const TARIFFS: &str = "SELECT service_context, rating_group, service_id, unit, \
-    currency, price_minor, price_per_units, quantum, min_grant FROM tariffs ORDER BY id";
+    currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, \
+    quota_holding_time_s, quota_consumption_time_s FROM tariffs ORDER BY id";
 
 fn text<'r, R>(r: &'r R, col: &str) -> Result<String, sqlx::Error>
 where
@@ -130,6 +132,24 @@ where
         },
         quantum: r.try_get("quantum")?,
         min_grant: r.try_get("min_grant")?,
+        quota: quota_from_row(r)?,
+    })
+}
+
+/// A tariff's quota thresholds and times (migrations/postgres/0008_tariff_quota.sql).
+pub(crate) fn quota_from_row<'r, R>(r: &'r R) -> Result<QuotaPolicy, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let secs = |v: Option<i64>| v.and_then(|s| u32::try_from(s).ok());
+    Ok(QuotaPolicy {
+        threshold: r
+            .try_get::<Option<i64>, _>("quota_threshold")?
+            .and_then(|t| u64::try_from(t).ok()),
+        holding_time_s: secs(r.try_get("quota_holding_time_s")?),
+        consumption_time_s: secs(r.try_get("quota_consumption_time_s")?),
     })
 }
 

@@ -195,6 +195,7 @@ async fn provision(db: &Database) {
             price: "0.01".into(),
             quantum: Some(60),
             min_grant: Some(10),
+            quota: Default::default(),
         },
         Timestamp(T0),
     )

@@ -117,6 +117,7 @@ async fn bench_group_commit_vs_naive() {
             price: "0.01".into(),
             quantum: Some(60),
             min_grant: Some(1),
+            quota: Default::default(),
         },
         SystemClock.now(),
     )

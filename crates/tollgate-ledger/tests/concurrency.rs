@@ -46,6 +46,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
             price: "0.01".into(),
             quantum: Some(60),
             min_grant: Some(1),
+            quota: Default::default(),
         },
         clock.now(),
     )

@@ -98,6 +98,7 @@ async fn suite(test_db: TestDb) {
                 price: price.into(),
                 quantum: Some(quantum),
                 min_grant: Some(min),
+                quota: Default::default(),
             },
             Timestamp(T0),
         )
@@ -506,6 +507,7 @@ async fn edges(test_db: TestDb) {
                 price: price.into(),
                 quantum: Some(quantum),
                 min_grant: Some(min),
+                quota: Default::default(),
             },
             Timestamp(T0),
         )
@@ -563,7 +565,8 @@ async fn edges(test_db: TestDb) {
             from_allowance: 40,
             amount: Money(60),
             final_grant: false,
-            expires_at: exp(600)
+            expires_at: exp(600),
+            quota: Default::default(),
         })
     );
     let c = l
@@ -581,7 +584,8 @@ async fn edges(test_db: TestDb) {
                 from_allowance: 0,
                 amount: Money(60),
                 final_grant: false,
-                expires_at: exp(900)
+                expires_at: exp(900),
+                quota: Default::default(),
             })),
             session_open: None
         })
@@ -655,7 +659,8 @@ async fn edges(test_db: TestDb) {
             from_allowance: 0,
             amount: Money(30),
             final_grant: true,
-            expires_at: exp(600)
+            expires_at: exp(600),
+            quota: Default::default(),
         })
     );
     let c = l
@@ -928,7 +933,8 @@ async fn edges(test_db: TestDb) {
             from_allowance: 10,
             amount: Money(50),
             final_grant: false,
-            expires_at: exp(30)
+            expires_at: exp(30),
+            quota: Default::default(),
         })
     );
     clock.advance_seconds(31);

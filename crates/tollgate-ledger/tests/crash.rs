@@ -41,6 +41,7 @@ async fn sigkill_loses_nothing(tdb: TestDb) {
             price: "0.01".into(),
             quantum: Some(10),
             min_grant: Some(1),
+            quota: Default::default(),
         },
         SystemClock.now(),
     )

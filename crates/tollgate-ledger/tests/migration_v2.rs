@@ -324,6 +324,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
                 amount: Money(60),
                 final_grant: false,
                 expires_at: Timestamp(1_800_000_730_000),
+                quota: Default::default(),
             })),
             session_open: None,
         })),
@@ -357,6 +358,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
             amount: Money(0),
             final_grant: false,
             expires_at: Timestamp(1_800_002_600_000),
+            quota: Default::default(),
         })),
         "bob's CCR-I retransmitted"
     );

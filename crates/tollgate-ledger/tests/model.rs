@@ -325,6 +325,7 @@ async fn provision(db: &Database) {
                 price: price.into(),
                 quantum: Some(30),
                 min_grant: Some(5),
+                quota: Default::default(),
             },
             Timestamp(T0),
         )

@@ -67,6 +67,7 @@ async fn one_row_per_ccr(test_db: TestDb) {
             price: "0.01".into(),
             quantum: Some(60),
             min_grant: Some(1),
+            quota: Default::default(),
         },
         now,
     )

@@ -10,7 +10,7 @@ use crate::clock::Timestamp;
 use crate::error::{LedgerError, Refusal};
 use crate::money::Money;
 use crate::subscription::SubscriptionId;
-use crate::tariff::{Price, ServiceKey};
+use crate::tariff::{Price, QuotaPolicy, ServiceKey};
 use crate::units::{UnitType, UsedUnits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -86,6 +86,10 @@ pub struct Grant {
     /// This grant exhausts what the subscriber has (Final-Unit-Indication TERMINATE).
     pub final_grant: bool,
     pub expires_at: Timestamp,
+    /// The tariff's thresholds and times for using it up (absent in answers stored before
+    /// tariffs had them).
+    #[serde(default, skip_serializing_if = "QuotaPolicy::is_empty")]
+    pub quota: QuotaPolicy,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

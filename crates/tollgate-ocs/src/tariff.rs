@@ -171,6 +171,31 @@ pub struct Tariff {
     pub quantum: u64,
     /// A grant below this is refused with CREDIT_LIMIT_REACHED (4012) instead of granted.
     pub min_grant: u64,
+    /// How the client is to use up a grant; sent with every grant under this tariff.
+    pub quota: QuotaPolicy,
+}
+
+/// How a client is to use up a grant (TS 32.299 §7.2: Time-, Volume- and
+/// Unit-Quota-Threshold, Quota-Holding-Time, Quota-Consumption-Time). Each is optional; none
+/// is sent when unset.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QuotaPolicy {
+    /// Ask again when this much of the grant is left, in the tariff's unit (sent as the
+    /// Quota-Threshold of that unit: Time-, Volume- or Unit-).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threshold: Option<u64>,
+    /// Seconds without traffic after which the client reports and gives the quota back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub holding_time_s: Option<u32>,
+    /// Seconds of idle time still counted as use after traffic stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumption_time_s: Option<u32>,
+}
+
+impl QuotaPolicy {
+    pub fn is_empty(&self) -> bool {
+        *self == QuotaPolicy::default()
+    }
 }
 
 /// The outcome of rating a request against what the subscriber can spend.
@@ -266,6 +291,7 @@ mod tests {
             price: Price::parse(price, 2).expect("price"),
             quantum,
             min_grant,
+            quota: QuotaPolicy::default(),
         }
     }
 

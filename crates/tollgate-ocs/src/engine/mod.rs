@@ -124,6 +124,7 @@ pub fn choose_tariff(
             price: t.price,
             quantum: to_u64(t.quantum),
             min_grant: to_u64(t.min_grant),
+            quota: t.quota,
         })
 }
 
@@ -662,6 +663,7 @@ impl<'i> Engine<'i> {
             amount: plan.amount,
             final_grant: plan.final_grant,
             expires_at,
+            quota: tariff.quota,
         })))
     }
 
@@ -985,6 +987,7 @@ mod tests {
             },
             quantum: 60,
             min_grant: 1,
+            quota: Default::default(),
         });
         s
     }

@@ -142,6 +142,7 @@ pub struct TariffEntry {
     pub price: Price,
     pub quantum: i64,
     pub min_grant: i64,
+    pub quota: crate::tariff::QuotaPolicy,
 }
 
 /// A free allowance of units on an account.

@@ -1,0 +1,113 @@
+//! Quota management per tariff (TS 32.299 §7.2): a tariff set with `--quota-threshold`,
+//! `--quota-holding-time` and `--quota-consumption-time` sends Time-Quota-Threshold,
+//! Quota-Holding-Time and Quota-Consumption-Time in the MSCC of every grant under it (CCR-I and
+//! the CCR-U's new grant), and nothing of the kind under a tariff without them; the CCAs
+//! dissect cleanly in tshark. Over TCP against the spawned server, on both stores.
+
+#![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
+
+mod common;
+
+use common::*;
+use tollgate_codec::codes::*;
+use tollgate_codec::{Avp, AvpCode};
+
+const HOST: &str = "pcscf.test";
+
+fn value(members: &[Avp], code: AvpCode) -> Option<u32> {
+    members
+        .iter()
+        .find(|a| a.is(code))
+        .map(|a| a.u32().unwrap())
+}
+
+async fn quota_policy(backend: Backend) {
+    let Some(store) = Store::new(backend).await else {
+        return;
+    };
+    provision(&store, "10.00");
+    // Rating group 20 gets the policy; the context-wide tariff (RG 10) has none.
+    store.run_ok(&[
+        "tariff",
+        "set",
+        "--service-context",
+        "32260@3gpp.org",
+        "--rating-group",
+        "20",
+        "--unit",
+        "seconds",
+        "--price",
+        "0.02",
+        "--quantum",
+        "60",
+        "--min-grant",
+        "1",
+        "--quota-threshold",
+        "10",
+        "--quota-holding-time",
+        "30",
+        "--quota-consumption-time",
+        "5",
+    ]);
+    let out = store.cli(&["tariff", "list", "--json"]);
+    let list = String::from_utf8_lossy(&out.stdout);
+    assert!(list.contains(r#""threshold":10"#), "{list}");
+    let server = Server::start(&store, &[]);
+    let client = Client::connect(server.diameter, HOST).await;
+    let rsu = |s| Some(Avp::from_u32(CC_TIME, s));
+    let i = ccr(HOST, "quota;1", 1, 0)
+        .with(subscription(0, "15550000001"))
+        .with(mscc(Some(10), rsu(60), None, None))
+        .with(mscc(Some(20), rsu(60), None, None));
+    let a = client.ask(i).await;
+    let (plain, policed) = (answer_mscc(&a, 10), answer_mscc(&a, 20));
+    assert_eq!(granted(&policed), Some(60));
+    assert_eq!(value(&policed, TIME_QUOTA_THRESHOLD), Some(10));
+    assert_eq!(value(&policed, QUOTA_HOLDING_TIME), Some(30));
+    assert_eq!(value(&policed, QUOTA_CONSUMPTION_TIME), Some(5));
+    for code in [
+        TIME_QUOTA_THRESHOLD,
+        QUOTA_HOLDING_TIME,
+        QUOTA_CONSUMPTION_TIME,
+    ] {
+        assert_eq!(
+            value(&plain, code),
+            None,
+            "a tariff without a policy sent {code:?}"
+        );
+    }
+    // The CCR-U's new grant carries it too.
+    let u = ccr(HOST, "quota;1", 2, 1).with(mscc(
+        Some(20),
+        rsu(60),
+        Some(Avp::from_u32(CC_TIME, 50)),
+        Some(0),
+    ));
+    let b = client.ask(u).await;
+    let again = answer_mscc(&b, 20);
+    assert_eq!(
+        (granted(&again), value(&again, TIME_QUOTA_THRESHOLD)),
+        (Some(60), Some(10))
+    );
+    let payloads = vec![a.to_bytes().to_vec(), b.to_bytes().to_vec()];
+    if let Some(text) = tshark_server_messages(&payloads, &store.dir.join("quota.pcap")) {
+        for name in [
+            "Time-Quota-Threshold",
+            "Quota-Holding-Time",
+            "Quota-Consumption-Time",
+        ] {
+            assert!(text.contains(name), "tshark did not show {name}:\n{text}");
+        }
+    }
+    finish(client, server, store).await;
+}
+
+#[tokio::test]
+async fn quota_policy_on_sqlite() {
+    quota_policy(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn quota_policy_on_postgres() {
+    quota_policy(Backend::Postgres).await;
+}
