@@ -1,8 +1,10 @@
 //! Quota management per tariff (TS 32.299 §7.2): a tariff set with `--quota-threshold`,
-//! `--quota-holding-time` and `--quota-consumption-time` sends Time-Quota-Threshold,
-//! Quota-Holding-Time and Quota-Consumption-Time in the MSCC of every grant under it (CCR-I and
-//! the CCR-U's new grant), and nothing of the kind under a tariff without them; the CCAs
-//! dissect cleanly in tshark. Over TCP against the spawned server, on both stores.
+//! `--quota-holding-time`, `--quota-consumption-time` and `--validity-time` sends
+//! Time-Quota-Threshold, Quota-Holding-Time, Quota-Consumption-Time and its own Validity-Time
+//! in the MSCC of every grant under it (CCR-I and the CCR-U's new grant), and its reservations
+//! expire at that Validity-Time × tcc_factor; a tariff without them sends none of it and keeps
+//! the server's Validity-Time. The CCAs dissect cleanly in tshark. Over TCP against the
+//! spawned server, on both stores.
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
@@ -48,6 +50,8 @@ async fn quota_policy(backend: Backend) {
         "30",
         "--quota-consumption-time",
         "5",
+        "--validity-time",
+        "30",
     ]);
     let out = store.cli(&["tariff", "list", "--json"]);
     let list = String::from_utf8_lossy(&out.stdout);
@@ -65,6 +69,23 @@ async fn quota_policy(backend: Backend) {
     assert_eq!(value(&policed, TIME_QUOTA_THRESHOLD), Some(10));
     assert_eq!(value(&policed, QUOTA_HOLDING_TIME), Some(30));
     assert_eq!(value(&policed, QUOTA_CONSUMPTION_TIME), Some(5));
+    // Validity-Time: the tariff's 30 s, or the server's 300 s; Tcc = that × tcc_factor (2).
+    assert_eq!(value(&policed, VALIDITY_TIME), Some(30));
+    assert_eq!(value(&plain, VALIDITY_TIME), Some(300));
+    let tcc = |rg: u32| {
+        format!(
+            "SELECT expires_at_ms - created_at_ms FROM v_open_reservations WHERE rating_group = {rg}"
+        )
+    };
+    let (short, long) = (store.scalar(&tcc(20)).await, store.scalar(&tcc(10)).await);
+    assert!(
+        (59_000..=61_000).contains(&short),
+        "Tcc of the RG 20 reservation: {short} ms"
+    );
+    assert!(
+        (599_000..=601_000).contains(&long),
+        "Tcc of the RG 10 reservation: {long} ms"
+    );
     for code in [
         TIME_QUOTA_THRESHOLD,
         QUOTA_HOLDING_TIME,
@@ -88,6 +109,12 @@ async fn quota_policy(backend: Backend) {
     assert_eq!(
         (granted(&again), value(&again, TIME_QUOTA_THRESHOLD)),
         (Some(60), Some(10))
+    );
+    assert_eq!(value(&again, VALIDITY_TIME), Some(30));
+    let renewed = store.scalar(&tcc(20)).await;
+    assert!(
+        (59_000..=61_000).contains(&renewed),
+        "Tcc after the CCR-U: {renewed} ms"
     );
     let payloads = vec![a.to_bytes().to_vec(), b.to_bytes().to_vec()];
     if let Some(text) = tshark_server_messages(&payloads, &store.dir.join("quota.pcap")) {

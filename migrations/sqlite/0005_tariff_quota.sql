@@ -2,3 +2,4 @@
 ALTER TABLE tariffs ADD COLUMN quota_threshold INTEGER;
 ALTER TABLE tariffs ADD COLUMN quota_holding_time_s INTEGER;
 ALTER TABLE tariffs ADD COLUMN quota_consumption_time_s INTEGER;
+ALTER TABLE tariffs ADD COLUMN validity_time_s INTEGER;

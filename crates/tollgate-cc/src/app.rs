@@ -110,6 +110,14 @@ impl CreditControl {
         k
     }
 
+    /// Tcc for a tariff with a Validity-Time of its own: that × `tcc_factor` from now.
+    fn tcc(&self) -> tollgate_ocs::Tcc {
+        tollgate_ocs::Tcc {
+            from: self.clock.now(),
+            factor: self.cfg.tcc_factor,
+        }
+    }
+
     fn expiry(&self) -> tollgate_ocs::Timestamp {
         let tcc = i64::from(self.cfg.validity_time_s) * i64::from(self.cfg.tcc_factor.max(1));
         self.clock.now().plus_seconds(tcc)
@@ -166,6 +174,7 @@ impl CreditControl {
                     requested_units: requested.map(|u| u.amount),
                     session_ref: ccr.session_id.clone(),
                     expires_at: self.expiry(),
+                    tcc: Some(self.tcc()),
                 })
                 .await?;
             if let ReserveOutcome::Granted(g) = outcome {
@@ -212,7 +221,9 @@ impl CreditControl {
                     unit,
                     amount: g.units,
                 });
-                a.validity_time = Some(self.cfg.validity_time_s);
+                // The tariff's own Validity-Time, when it has one (its Tcc followed it).
+                let validity = g.quota.validity_time_s.unwrap_or(self.cfg.validity_time_s);
+                a.validity_time = Some(validity);
                 a.final_unit_terminate = g.final_grant;
                 a.quota = g.quota;
             }
@@ -255,6 +266,7 @@ impl CreditControl {
             let next = s.requested.map(|r| NextReservation {
                 requested_units: r.map(|u| u.amount),
                 expires_at: self.expiry(),
+                tcc: Some(self.tcc()),
             });
             let outcome = self
                 .ledger

@@ -481,7 +481,7 @@ pub async fn set_tariff(
             .bind(t.unit.as_str())
             .execute(&mut *conn)
             .await?;
-        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms, quota_threshold, quota_holding_time_s, quota_consumption_time_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13)")
+        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)")
             .bind(&t.service.service_context)
             .bind(t.service.rating_group.map(i64::from))
             .bind(t.service.service_id.map(i64::from))
@@ -495,6 +495,7 @@ pub async fn set_tariff(
             .bind(threshold)
             .bind(t.quota.holding_time_s.map(i64::from))
             .bind(t.quota.consumption_time_s.map(i64::from))
+            .bind(t.quota.validity_time_s.map(i64::from))
             .execute(&mut *conn)
             .await?;
         Ok(())
@@ -513,7 +514,7 @@ pub async fn set_tariff(
 }
 
 pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
-    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
+    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
         .fetch_all(&db.pool)
         .await?;
     let mut out = Vec::new();

@@ -324,6 +324,10 @@ pub enum TariffAction {
         /// Sent with each grant: Quota-Consumption-Time, seconds (TS 32.299 §7.2.150).
         #[arg(long)]
         quota_consumption_time: Option<u32>,
+        /// Validity-Time of each grant, seconds, in place of the server's
+        /// credit_control.validity_time_s; the reservation's Tcc follows it.
+        #[arg(long)]
+        validity_time: Option<u32>,
     },
     List {
         #[arg(long)]
@@ -349,6 +353,7 @@ pub async fn run_tariff(
             quota_threshold,
             quota_holding_time,
             quota_consumption_time,
+            validity_time,
         } => {
             let unit: UnitType = unit
                 .parse()
@@ -376,6 +381,7 @@ pub async fn run_tariff(
                     threshold: *quota_threshold,
                     holding_time_s: *quota_holding_time,
                     consumption_time_s: *quota_consumption_time,
+                    validity_time_s: *validity_time,
                 },
             };
             let t = admin::set_tariff(&db, &spec, clock.now()).await?;
@@ -435,6 +441,9 @@ fn print_tariff(t: &Tariff, out: &mut dyn Write) {
     }
     if let Some(v) = q.consumption_time_s {
         policy.push(format!("consumption time {v} s"));
+    }
+    if let Some(v) = q.validity_time_s {
+        policy.push(format!("validity time {v} s"));
     }
     if !policy.is_empty() {
         let _ = writeln!(out, "    quota {}", policy.join(", "));

@@ -38,7 +38,7 @@ pub(crate) use credit_cols;
 /// equally specific tariffs go to the first).
 pub(crate) const TARIFFS: &str = "SELECT service_context, rating_group, service_id, unit, \
     currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, \
-    quota_holding_time_s, quota_consumption_time_s FROM tariffs ORDER BY id";
+    quota_holding_time_s, quota_consumption_time_s, validity_time_s FROM tariffs ORDER BY id";
 
 fn text<'r, R>(r: &'r R, col: &str) -> Result<String, sqlx::Error>
 where
@@ -150,6 +150,7 @@ where
             .and_then(|t| u64::try_from(t).ok()),
         holding_time_s: secs(r.try_get("quota_holding_time_s")?),
         consumption_time_s: secs(r.try_get("quota_consumption_time_s")?),
+        validity_time_s: secs(r.try_get("validity_time_s")?),
     })
 }
 

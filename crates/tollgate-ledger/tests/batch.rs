@@ -63,6 +63,7 @@ fn reserve_for(
         requested_units: req,
         session_ref: s.into(),
         expires_at: exp(),
+        tcc: None,
     };
     Box::pin(async move { format!("{:?}", l.reserve(r).await) })
 }
@@ -89,6 +90,7 @@ fn commit_for(
         next: next.then_some(NextReservation {
             requested_units: None,
             expires_at: exp(),
+            tcc: None,
         }),
         final_commit: fin,
         cdr: fin.then(|| serde_json::json!({"ims": {"session": s}})),

@@ -54,6 +54,7 @@ async fn run(db: &Database, naive: bool, run: u32) -> f64 {
                     requested_units: Some(60),
                     session_ref: session.clone(),
                     expires_at: exp,
+                    tcc: None,
                 };
                 l.reserve(r).await.expect("reserve");
                 let cm = CommitRequest {

@@ -84,6 +84,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
                             requested_units: Some(60),
                             session_ref: session.clone(),
                             expires_at: exp,
+                            tcc: None,
                         })
                         .await
                         .expect("reserve");
@@ -97,6 +98,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
                             next: Some(NextReservation {
                                 requested_units: Some(30),
                                 expires_at: exp,
+                                tcc: None,
                             }),
                             final_commit: false,
                             cdr: None,

@@ -47,6 +47,7 @@ fn reserve(
         requested_units: requested,
         session_ref: session.into(),
         expires_at: expires,
+        tcc: None,
     }
 }
 
@@ -66,6 +67,7 @@ fn commit(
         next: next.then_some(NextReservation {
             requested_units: None,
             expires_at: expires,
+            tcc: None,
         }),
         final_commit,
         cdr: final_commit.then(|| serde_json::json!({"ims": {"calling": "sip:alice@example.com"}})),
@@ -744,6 +746,7 @@ async fn edges(test_db: TestDb) {
         next: Some(NextReservation {
             requested_units: None,
             expires_at: exp(0),
+            tcc: None,
         }),
         ..commit(key("f4", 0), "f4", 1, false, true, exp(0))
     };
@@ -921,6 +924,7 @@ async fn edges(test_db: TestDb) {
         requested_units: Some(n),
         session_ref: s.into(),
         expires_at: exp(30),
+        tcc: None,
     };
     let g = l
         .reserve(im(key("h1", 0), "h1", 15))

@@ -308,6 +308,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
         next: Some(NextReservation {
             requested_units: None,
             expires_at: later,
+            tcc: None,
         }),
         final_commit: false,
         cdr: None,
@@ -349,6 +350,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
         requested_units: Some(120),
         session_ref: S4.into(),
         expires_at: later,
+        tcc: None,
     };
     assert_eq!(
         l.reserve(ccr_i.clone()).await,
@@ -420,6 +422,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
             next: Some(NextReservation {
                 requested_units: None,
                 expires_at: later,
+                tcc: None,
             }),
             final_commit: false,
             cdr: None,

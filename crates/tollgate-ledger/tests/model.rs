@@ -227,6 +227,7 @@ fn plan(steps: &[Step], sizes: &[usize]) -> (Vec<Request>, Vec<Action>) {
                     requested_units: *requested,
                     session_ref: format!("s{session}"),
                     expires_at: Timestamp(now + VALIDITY_MS),
+                    tcc: None,
                 }))
             }
             Step::Commit {
@@ -245,6 +246,7 @@ fn plan(steps: &[Step], sizes: &[usize]) -> (Vec<Request>, Vec<Action>) {
                     next: next.then_some(NextReservation {
                         requested_units: None,
                         expires_at: Timestamp(now + VALIDITY_MS),
+                        tcc: None,
                     }),
                     final_commit: *last,
                     cdr: None,

@@ -42,6 +42,7 @@ fn commit(n: u32, used: u64, last: bool, now: Timestamp) -> CommitRequest {
         next: (!last).then_some(NextReservation {
             requested_units: Some(60),
             expires_at: now.plus_seconds(600),
+            tcc: None,
         }),
         final_commit: last,
         cdr: None,
@@ -86,6 +87,7 @@ async fn one_row_per_ccr(test_db: TestDb) {
             requested_units: Some(60),
             session_ref: "s1".into(),
             expires_at: now.plus_seconds(600),
+            tcc: None,
         })
         .await
         .expect("reserve");

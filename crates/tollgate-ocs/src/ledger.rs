@@ -72,6 +72,9 @@ pub struct ReserveRequest {
     /// Absolute expiry (Validity-Time + grace, or Tcc); the sweeper expires it after this.
     /// Not part of the idempotency fingerprint: a retransmission computes a later one.
     pub expires_at: Timestamp,
+    /// Tcc for a tariff with a Validity-Time of its own (`expires_at` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcc: Option<Tcc>,
 }
 
 /// A granted reservation.
@@ -103,6 +106,25 @@ pub enum ReserveOutcome {
 pub struct NextReservation {
     pub requested_units: Option<u64>,
     pub expires_at: Timestamp,
+    /// Tcc for a tariff with a Validity-Time of its own (`expires_at` otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcc: Option<Tcc>,
+}
+
+/// Tcc (RFC 4006 §7) for a reservation whose tariff sets its own Validity-Time: that
+/// Validity-Time × `factor`, counted from `from` (docs/protocol.md, "Server session and Tcc").
+/// Not part of a request's fingerprint: a retransmission computes a later one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tcc {
+    pub from: Timestamp,
+    pub factor: u32,
+}
+
+impl Tcc {
+    pub fn expiry(&self, validity_s: u32) -> Timestamp {
+        self.from
+            .plus_seconds(i64::from(validity_s) * i64::from(self.factor.max(1)))
+    }
 }
 
 /// CCR-U / CCR-T: post the used units of the open reservation of `session_ref` + `service`,

@@ -190,6 +190,10 @@ pub struct QuotaPolicy {
     /// Seconds of idle time still counted as use after traffic stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumption_time_s: Option<u32>,
+    /// Validity-Time of a grant (RFC 4006 §8.33), seconds, in place of the server's
+    /// `validity_time_s`; the reservation's Tcc follows it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validity_time_s: Option<u32>,
 }
 
 impl QuotaPolicy {

@@ -36,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     requested_units: Some(10),
                     session_ref: session.clone(),
                     expires_at: exp,
+                    tcc: None,
                 };
                 if l.reserve(r).await.is_err() {
                     continue;

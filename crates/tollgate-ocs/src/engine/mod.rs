@@ -601,6 +601,7 @@ impl<'i> Engine<'i> {
         requested: Option<u64>,
         session_ref: &str,
         expires_at: Timestamp,
+        tcc: Option<Tcc>,
         key: &str,
         session: SessionTotals,
         continues: Option<&OpenReservation>,
@@ -615,6 +616,11 @@ impl<'i> Engine<'i> {
         }
         let Some(tariff) = self.tariff(service, unit, &account.currency) else {
             return Ok(Ok(ReserveOutcome::Refused(Refusal::NoTariff)));
+        };
+        // A tariff with its own Validity-Time sets the reservation's Tcc.
+        let expires_at = match (tariff.quota.validity_time_s, tcc) {
+            (Some(v), Some(tcc)) => tcc.expiry(v),
+            _ => expires_at,
         };
         let allowance = self.allowance(&account.id, unit);
         let free = allowance.map(|a| to_u64(a.free)).unwrap_or(0);
@@ -688,6 +694,7 @@ impl<'i> Engine<'i> {
             r.requested_units,
             &r.session_ref,
             r.expires_at,
+            r.tcc,
             key,
             SessionTotals::default(),
             None,
@@ -776,6 +783,7 @@ impl<'i> Engine<'i> {
                 next.requested_units,
                 &r.session_ref,
                 next.expires_at,
+                next.tcc,
                 key,
                 session,
                 Some(&res),
@@ -1001,6 +1009,7 @@ mod tests {
             requested_units: Some(seconds),
             session_ref: "s1".into(),
             expires_at: Timestamp(1_000),
+            tcc: None,
         })
     }
 
@@ -1105,6 +1114,7 @@ mod tests {
             next: Some(NextReservation {
                 requested_units: Some(30),
                 expires_at: Timestamp(2_000),
+                tcc: None,
             }),
             final_commit: false,
             cdr: None,
