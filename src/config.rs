@@ -33,8 +33,8 @@ pub struct DiameterConfig {
     pub unknown_vendor_avps: UnknownVendorAvps,
     /// Origin-Hosts whose unknown vendor AVPs are accepted whatever `unknown_vendor_avps` says.
     pub unknown_vendor_avps_accept_from: Vec<String>,
-    /// Outbound peers to keep connected (host:port).
-    pub peers: Vec<SocketAddr>,
+    /// Outbound peers to keep connected: "ADDRESS:PORT", or "ORIGIN-HOST=ADDRESS:PORT".
+    pub peers: Vec<PeerTarget>,
     /// Extra dictionary XML files.
     pub dictionaries: Vec<PathBuf>,
     /// Wireshark's Diameter dictionary (its top `dictionary.xml`): fills in the AVPs and
@@ -123,6 +123,39 @@ pub struct CreditControlConfig {
     pub max_reported_seconds: u64,
     pub max_reported_octets: u64,
     pub max_reported_units: u64,
+}
+
+/// An outbound peer (`diameter.peers`, `serve --peer`): its address, and optionally the
+/// Origin-Host it must answer with (`ORIGIN-HOST=ADDRESS:PORT`). A named peer is known before
+/// its CEA, so when it connects to us while we connect to it the election settles which
+/// connection stays (RFC 6733 §5.6.4), and a CEA from another host is refused.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct PeerTarget {
+    pub host: Option<String>,
+    pub address: SocketAddr,
+}
+
+impl std::str::FromStr for PeerTarget {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (host, addr) = match s.split_once('=') {
+            Some((h, a)) if !h.trim().is_empty() => (Some(h.trim().to_string()), a),
+            Some(_) => return Err(format!("peer {s:?}: the Origin-Host before '=' is empty")),
+            None => (None, s),
+        };
+        let address = addr.trim().parse().map_err(|_| {
+            format!("peer {s:?}: write ADDRESS:PORT or ORIGIN-HOST=ADDRESS:PORT, e.g. ocs-b.example.net=10.0.0.2:3868")
+        })?;
+        Ok(PeerTarget { host, address })
+    }
+}
+
+impl TryFrom<String> for PeerTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
 }
 
 impl Default for DiameterConfig {

@@ -48,9 +48,10 @@ pub struct ServeArgs {
     /// Benchmark baseline only: answer every CCR with a grant and store nothing.
     #[arg(long)]
     pub no_ledger: bool,
-    /// Outbound Diameter peer to keep connected (repeatable).
-    #[arg(long = "peer", value_name = "HOST:PORT")]
-    pub peers: Vec<SocketAddr>,
+    /// Outbound Diameter peer to keep connected (repeatable); ORIGIN-HOST=ADDRESS:PORT names
+    /// the Origin-Host it must answer with.
+    #[arg(long = "peer", value_name = "[ORIGIN-HOST=]ADDRESS:PORT")]
+    pub peers: Vec<crate::config::PeerTarget>,
 }
 
 /// The configuration after the file, the environment and the flags.
@@ -77,7 +78,7 @@ pub fn effective_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(v) = &args.database_url {
         cfg.ledger.database_url = Some(v.clone());
     }
-    cfg.diameter.peers.extend(args.peers.iter().copied());
+    cfg.diameter.peers.extend(args.peers.iter().cloned());
     cfg.check()?;
     Ok(cfg)
 }
@@ -251,7 +252,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         })
     });
     for p in &d.peers {
-        node.connect(*p);
+        node.connect_to(p.address, p.host.as_deref());
     }
     let shutdown = node.shutdown_token();
     let admin_task = tokio::spawn(admin::serve(

@@ -149,6 +149,34 @@ fn bad_configuration_gets_one_line_that_says_what_to_fix() {
         "{e}"
     );
 
+    // Outbound peers: ADDRESS:PORT or ORIGIN-HOST=ADDRESS:PORT; anything else says both.
+    std::fs::write(
+        &file,
+        "[diameter]\npeers = [\"10.0.0.2:3868\", \"ocs-b.example.net=10.0.0.3:3868\"]\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(
+        &file,
+        "[diameter]\npeers = [\"ocs-b.example.net@10.0.0.3\"]\n",
+    )
+    .unwrap();
+    let e = fails(&["check-config", file.to_str().unwrap()], &dir);
+    assert!(
+        e.contains("tollgate.toml:2") && e.contains("ORIGIN-HOST=ADDRESS:PORT"),
+        "{e}"
+    );
+    let e = fails(&["serve", "--peer", "=10.0.0.3:3868"], &dir);
+    assert!(e.contains("Origin-Host before '=' is empty"), "{e}");
+
     std::fs::write(&file, "[ledger]\nmax_connections = 2\nbatch_workers = 3\n").unwrap();
     let e = fails(&["check-config", file.to_str().unwrap()], &dir);
     assert!(

@@ -247,6 +247,12 @@ impl Node {
     /// close, again every Tc (RFC 6733 §2.1) until shutdown. The peer is known by its
     /// address until its CEA names it.
     pub fn connect(self: &Arc<Self>, addr: SocketAddr) {
+        self.connect_to(addr, None);
+    }
+
+    /// [`Node::connect`], with the Origin-Host the peer must answer with when it is known
+    /// (see [`Node::keep_connected`]).
+    pub fn connect_to(self: &Arc<Self>, addr: SocketAddr, host: Option<&str>) {
         let connector: Connector = Arc::new(move || {
             async move {
                 let stream = TcpStream::connect(addr).await?;
@@ -255,7 +261,7 @@ impl Node {
             }
             .boxed()
         });
-        self.keep_connected(&addr.to_string(), None, connector);
+        self.keep_connected(&addr.to_string(), host, connector);
     }
 
     /// Keeps a connection open to the peer `connector` reaches, named `label` in logs and
