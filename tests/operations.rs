@@ -108,14 +108,18 @@ async fn starts_with_no_configuration_in_an_empty_directory() {
 }
 
 /// Runs `tollgate ARGS` expecting failure; returns stderr, which must be one line.
-fn fails(args: &[&str], cwd: &std::path::Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
+fn run_in(args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(args)
         .current_dir(cwd)
         .env_remove("TOLLGATE_DATABASE_URL")
         .env("TOLLGATE_LOG", "off")
         .output()
-        .unwrap();
+        .unwrap()
+}
+
+fn fails(args: &[&str], cwd: &std::path::Path) -> String {
+    let out = run_in(args, cwd);
     assert!(!out.status.success(), "tollgate {args:?} should fail");
     let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
     assert!(!err.contains("panicked"), "panic: {err}");
@@ -155,10 +159,7 @@ fn bad_configuration_gets_one_line_that_says_what_to_fix() {
         "[diameter]\npeers = [\"10.0.0.2:3868\", \"ocs-b.example.net=10.0.0.3:3868\"]\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-        .args(["check-config", file.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = run_in(&["check-config", file.to_str().unwrap()], &dir);
     assert!(
         out.status.success(),
         "{}",
