@@ -15,6 +15,7 @@ fn grant(units: Option<u64>, expires_at: Timestamp) -> ReserveOutcome {
         final_grant: false,
         expires_at,
         quota: Default::default(),
+        final_unit: Default::default(),
     })
 }
 

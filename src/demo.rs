@@ -43,6 +43,7 @@ pub async fn seed(db: &Database, now: Timestamp) -> anyhow::Result<()> {
                 quantum: Some(quantum),
                 min_grant: Some(1),
                 quota: Default::default(),
+                final_unit: Default::default(),
             },
             now,
         )

@@ -324,6 +324,7 @@ async fn provision(url: &str, n: u64) -> anyhow::Result<()> {
                 quantum: Some(60),
                 min_grant: Some(1),
                 quota: Default::default(),
+                final_unit: Default::default(),
             },
             now,
         )

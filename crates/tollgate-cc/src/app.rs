@@ -177,7 +177,7 @@ impl CreditControl {
                     tcc: Some(self.tcc()),
                 })
                 .await?;
-            if let ReserveOutcome::Granted(g) = outcome {
+            if let ReserveOutcome::Granted(g) = &outcome {
                 if g.units > 0 && g.amount.0 == 0 && g.from_allowance == 0 {
                     free += 1;
                 }
@@ -224,7 +224,7 @@ impl CreditControl {
                 // The tariff's own Validity-Time, when it has one (its Tcc followed it).
                 let validity = g.quota.validity_time_s.unwrap_or(self.cfg.validity_time_s);
                 a.validity_time = Some(validity);
-                a.final_unit_terminate = g.final_grant;
+                a.final_unit = g.final_grant.then(|| g.final_unit.clone());
                 a.quota = g.quota;
             }
             ReserveOutcome::Refused(r) => {

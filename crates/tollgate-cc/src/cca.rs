@@ -6,7 +6,7 @@ use crate::ccr::{Ccr, ServiceRequest, Units};
 use crate::config::CcConfig;
 use tollgate_codec::codes::*;
 use tollgate_codec::{ApplicationId, Avp, Message, ResultCode};
-use tollgate_ocs::{Currency, Money, QuotaPolicy, UnitType};
+use tollgate_ocs::{Currency, FinalUnitPolicy, Money, QuotaPolicy, UnitType};
 
 /// The answer for one service (one MSCC).
 #[derive(Clone, Debug)]
@@ -17,7 +17,8 @@ pub struct ServiceAnswer {
     pub result: ResultCode,
     pub granted: Option<Units>,
     pub validity_time: Option<u32>,
-    pub final_unit_terminate: bool,
+    /// A final grant: what the client does once it is used up (Final-Unit-Indication).
+    pub final_unit: Option<FinalUnitPolicy>,
     pub failed_avp: Option<Avp>,
     /// Money posted for this service in this request (for Cost-Information).
     pub charged: Option<Money>,
@@ -34,7 +35,7 @@ impl ServiceAnswer {
             result: ResultCode::SUCCESS,
             granted: None,
             validity_time: None,
-            final_unit_terminate: false,
+            final_unit: None,
             failed_avp: None,
             charged: None,
             quota: QuotaPolicy::default(),
@@ -54,6 +55,30 @@ pub struct Cca<'a> {
     pub cost: Option<(i64, String, u8)>,
     pub remaining: Option<(i64, String, u8)>,
     pub check_balance: Option<i32>,
+}
+
+/// Final-Unit-Indication (RFC 4006 §8.34): the action, and for REDIRECT the Redirect-Server
+/// (§8.37, its address type from the address), for RESTRICT_ACCESS the Filter-Id (RFC 7155
+/// §4.4.2, the client's own filter).
+fn final_unit_indication(f: &FinalUnitPolicy) -> Avp {
+    let mut members = vec![Avp::from_enum(FINAL_UNIT_ACTION, f.action())];
+    match f {
+        FinalUnitPolicy::Terminate => {}
+        FinalUnitPolicy::Redirect { address } => {
+            let kind = FinalUnitPolicy::redirect_address_type(address).unwrap_or(2);
+            members.push(Avp::grouped(
+                REDIRECT_SERVER,
+                &[
+                    Avp::from_enum(REDIRECT_ADDRESS_TYPE, kind),
+                    Avp::from_str(REDIRECT_SERVER_ADDRESS, address),
+                ],
+            ));
+        }
+        FinalUnitPolicy::RestrictAccess { filter_id } => {
+            members.push(Avp::from_str(FILTER_ID, filter_id));
+        }
+    }
+    Avp::grouped(FINAL_UNIT_INDICATION, &members)
 }
 
 /// The tariff's quota thresholds and times for a grant in `unit`, in the MSCC's order
@@ -188,11 +213,8 @@ impl<'a> Cca<'a> {
                     members.push(Avp::from_u32(VALIDITY_TIME, v));
                 }
                 members.push(Avp::from_u32(RESULT_CODE, s.result.0));
-                if s.final_unit_terminate {
-                    members.push(Avp::grouped(
-                        FINAL_UNIT_INDICATION,
-                        &[Avp::from_enum(FINAL_UNIT_ACTION, 0)],
-                    ));
+                if let Some(f) = &s.final_unit {
+                    members.push(final_unit_indication(f));
                 }
                 if let Some(g) = s.granted {
                     members.extend(quota_avps(g.unit, &s.quota));
@@ -206,11 +228,8 @@ impl<'a> Cca<'a> {
                 if let Some(v) = s.validity_time {
                     a.push(Avp::from_u32(VALIDITY_TIME, v));
                 }
-                if s.final_unit_terminate {
-                    a.push(Avp::grouped(
-                        FINAL_UNIT_INDICATION,
-                        &[Avp::from_enum(FINAL_UNIT_ACTION, 0)],
-                    ));
+                if let Some(f) = &s.final_unit {
+                    a.push(final_unit_indication(f));
                 }
             }
         }

@@ -13,6 +13,7 @@ macro_rules! avp_codes {
 avp_codes! {
     // RFC 6733 base
     USER_NAME = base(1);
+    FILTER_ID = base(11);
     PROXY_STATE = base(33);
     EVENT_TIMESTAMP = base(55);
     HOST_IP_ADDRESS = base(257);
@@ -66,6 +67,9 @@ avp_codes! {
     FINAL_UNIT_INDICATION = base(430);
     GRANTED_SERVICE_UNIT = base(431);
     RATING_GROUP = base(432);
+    REDIRECT_ADDRESS_TYPE = base(433);
+    REDIRECT_SERVER = base(434);
+    REDIRECT_SERVER_ADDRESS = base(435);
     REQUESTED_ACTION = base(436);
     REQUESTED_SERVICE_UNIT = base(437);
     SERVICE_IDENTIFIER = base(439);

@@ -434,6 +434,7 @@ pub struct TariffSpec {
     pub quantum: Option<u64>,
     pub min_grant: Option<u64>,
     pub quota: QuotaPolicy,
+    pub final_unit: FinalUnitPolicy,
 }
 
 /// Default grant quantum per unit type when `--quantum` is not given.
@@ -472,6 +473,20 @@ pub async fn set_tariff(
             return Err(AdminError::Input("bad --quota-threshold: too large".into()));
         }
     };
+    let (action, redirect, filter) = match &t.final_unit {
+        FinalUnitPolicy::Terminate => ("terminate", None, None),
+        FinalUnitPolicy::Redirect { address } => {
+            if FinalUnitPolicy::redirect_address_type(address).is_none() {
+                return Err(AdminError::Input(format!(
+                    "bad --redirect-address {address:?}: give a URL (http://…), a SIP URI (sip:…) or an IP address"
+                )));
+            }
+            ("redirect", Some(address.as_str()), None)
+        }
+        FinalUnitPolicy::RestrictAccess { filter_id } => {
+            ("restrict_access", None, Some(filter_id.as_str()))
+        }
+    };
     let mut conn = begin(db).await?;
     let r = async {
         sqlx::query("DELETE FROM tariffs WHERE service_context = $1 AND COALESCE(rating_group, -1) = $2 AND COALESCE(service_id, -1) = $3 AND unit = $4")
@@ -481,7 +496,7 @@ pub async fn set_tariff(
             .bind(t.unit.as_str())
             .execute(&mut *conn)
             .await?;
-        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14)")
+        sqlx::query("INSERT INTO tariffs (service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, updated_at_ms, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s, final_unit_action, redirect_address, filter_id) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)")
             .bind(&t.service.service_context)
             .bind(t.service.rating_group.map(i64::from))
             .bind(t.service.service_id.map(i64::from))
@@ -496,6 +511,9 @@ pub async fn set_tariff(
             .bind(t.quota.holding_time_s.map(i64::from))
             .bind(t.quota.consumption_time_s.map(i64::from))
             .bind(t.quota.validity_time_s.map(i64::from))
+            .bind(action)
+            .bind(redirect)
+            .bind(filter)
             .execute(&mut *conn)
             .await?;
         Ok(())
@@ -510,11 +528,12 @@ pub async fn set_tariff(
         quantum,
         min_grant,
         quota: t.quota,
+        final_unit: t.final_unit.clone(),
     })
 }
 
 pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
-    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
+    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s, final_unit_action, redirect_address, filter_id FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
         .fetch_all(&db.pool)
         .await?;
     let mut out = Vec::new();
@@ -539,6 +558,7 @@ pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
             quantum: u64::try_from(r.try_get::<i64, _>("quantum")?).unwrap_or(0),
             min_grant: u64::try_from(r.try_get::<i64, _>("min_grant")?).unwrap_or(0),
             quota: crate::rows::quota_from_row(&r)?,
+            final_unit: crate::rows::final_unit_from_row(&r)?,
         });
     }
     Ok(out)

@@ -290,6 +290,16 @@ pub struct TariffCmd {
     pub action: TariffAction,
 }
 
+/// `--final-unit-action`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FinalUnitActionArg {
+    Terminate,
+    Redirect,
+    RestrictAccess,
+}
+
+// Parsed once per command line: the size of the `set` variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Subcommand)]
 pub enum TariffAction {
     /// Create or replace the price of one unit type for a service key.
@@ -328,6 +338,17 @@ pub enum TariffAction {
         /// credit_control.validity_time_s; the reservation's Tcc follows it.
         #[arg(long)]
         validity_time: Option<u32>,
+        /// What the client does when a final grant is used up (Final-Unit-Action, RFC 4006
+        /// §5.6): terminate, redirect (to --redirect-address) or restrict-access (to
+        /// --filter-id).
+        #[arg(long, value_enum, default_value = "terminate")]
+        final_unit_action: FinalUnitActionArg,
+        /// Where `redirect` sends the user: a URL (a top-up page), a SIP URI, or an IP address.
+        #[arg(long, required_if_eq("final_unit_action", "redirect"))]
+        redirect_address: Option<String>,
+        /// The client's filter that `restrict-access` applies (Filter-Id).
+        #[arg(long, required_if_eq("final_unit_action", "restrict-access"))]
+        filter_id: Option<String>,
     },
     List {
         #[arg(long)]
@@ -354,6 +375,9 @@ pub async fn run_tariff(
             quota_holding_time,
             quota_consumption_time,
             validity_time,
+            final_unit_action,
+            redirect_address,
+            filter_id,
         } => {
             let unit: UnitType = unit
                 .parse()
@@ -382,6 +406,18 @@ pub async fn run_tariff(
                     holding_time_s: *quota_holding_time,
                     consumption_time_s: *quota_consumption_time,
                     validity_time_s: *validity_time,
+                },
+                final_unit: match (final_unit_action, redirect_address, filter_id) {
+                    (FinalUnitActionArg::Redirect, Some(address), _) => FinalUnitPolicy::Redirect {
+                        address: address.clone(),
+                    },
+                    (FinalUnitActionArg::RestrictAccess, _, Some(f)) => {
+                        FinalUnitPolicy::RestrictAccess {
+                            filter_id: f.clone(),
+                        }
+                    }
+                    // clap requires the address or the filter with their action.
+                    _ => FinalUnitPolicy::Terminate,
                 },
             };
             let t = admin::set_tariff(&db, &spec, clock.now()).await?;
@@ -444,6 +480,15 @@ fn print_tariff(t: &Tariff, out: &mut dyn Write) {
     }
     if let Some(v) = q.validity_time_s {
         policy.push(format!("validity time {v} s"));
+    }
+    match &t.final_unit {
+        FinalUnitPolicy::Terminate => {}
+        FinalUnitPolicy::Redirect { address } => {
+            policy.push(format!("final units: redirect to {address}"))
+        }
+        FinalUnitPolicy::RestrictAccess { filter_id } => policy.push(format!(
+            "final units: restrict access to filter {filter_id}"
+        )),
     }
     if !policy.is_empty() {
         let _ = writeln!(out, "    quota {}", policy.join(", "));

@@ -5,7 +5,7 @@
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use std::sync::atomic::{AtomicU64, Ordering};
 use tollgate_ocs::engine::{Account, Allowance, OpenReservation, SessionTotals, TariffEntry};
-use tollgate_ocs::tariff::QuotaPolicy;
+use tollgate_ocs::tariff::{FinalUnitPolicy, QuotaPolicy};
 use tollgate_ocs::{Price, ServiceKey, SubscriptionId, SubscriptionType, Timestamp};
 
 /// An account row as the engine decides on it.
@@ -38,7 +38,8 @@ pub(crate) use credit_cols;
 /// equally specific tariffs go to the first).
 pub(crate) const TARIFFS: &str = "SELECT service_context, rating_group, service_id, unit, \
     currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, \
-    quota_holding_time_s, quota_consumption_time_s, validity_time_s FROM tariffs ORDER BY id";
+    quota_holding_time_s, quota_consumption_time_s, validity_time_s, final_unit_action, \
+    redirect_address, filter_id FROM tariffs ORDER BY id";
 
 fn text<'r, R>(r: &'r R, col: &str) -> Result<String, sqlx::Error>
 where
@@ -133,6 +134,34 @@ where
         quantum: r.try_get("quantum")?,
         min_grant: r.try_get("min_grant")?,
         quota: quota_from_row(r)?,
+        final_unit: final_unit_from_row(r)?,
+    })
+}
+
+/// A tariff's Final-Unit-Action and its address or filter
+/// (migrations/postgres/0008_tariff_quota.sql).
+pub(crate) fn final_unit_from_row<'r, R>(r: &'r R) -> Result<FinalUnitPolicy, sqlx::Error>
+where
+    R: Row,
+    for<'a> &'a str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let action = text(r, "final_unit_action")?;
+    let missing =
+        |what: &str| sqlx::Error::Decode(format!("{action} tariff without {what}").into());
+    Ok(match action.as_str() {
+        "redirect" => FinalUnitPolicy::Redirect {
+            address: r
+                .try_get::<Option<String>, _>("redirect_address")?
+                .ok_or_else(|| missing("redirect_address"))?,
+        },
+        "restrict_access" => FinalUnitPolicy::RestrictAccess {
+            filter_id: r
+                .try_get::<Option<String>, _>("filter_id")?
+                .ok_or_else(|| missing("filter_id"))?,
+        },
+        _ => FinalUnitPolicy::Terminate,
     })
 }
 

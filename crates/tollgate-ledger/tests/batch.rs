@@ -198,6 +198,7 @@ async fn provision(db: &Database) {
             quantum: Some(60),
             min_grant: Some(10),
             quota: Default::default(),
+            final_unit: Default::default(),
         },
         Timestamp(T0),
     )

@@ -119,6 +119,7 @@ async fn bench_group_commit_vs_naive() {
             quantum: Some(60),
             min_grant: Some(1),
             quota: Default::default(),
+            final_unit: Default::default(),
         },
         SystemClock.now(),
     )

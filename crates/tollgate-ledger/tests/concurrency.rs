@@ -47,6 +47,7 @@ async fn two_nodes_keep_money_exact(tdb: TestDb) {
             quantum: Some(60),
             min_grant: Some(1),
             quota: Default::default(),
+            final_unit: Default::default(),
         },
         clock.now(),
     )

@@ -101,6 +101,7 @@ async fn suite(test_db: TestDb) {
                 quantum: Some(quantum),
                 min_grant: Some(min),
                 quota: Default::default(),
+                final_unit: Default::default(),
             },
             Timestamp(T0),
         )
@@ -128,7 +129,7 @@ async fn suite(test_db: TestDb) {
         .reserve(reserve(key("s1", 0), "15550000001", "s1", None, exp(30)))
         .await
         .expect("reserve");
-    let ReserveOutcome::Granted(g) = r1 else {
+    let ReserveOutcome::Granted(g) = r1.clone() else {
         panic!("expected grant, got {r1:?}")
     };
     assert_eq!((g.units, g.amount, g.final_grant), (60, Money(60), false));
@@ -510,6 +511,7 @@ async fn edges(test_db: TestDb) {
                 quantum: Some(quantum),
                 min_grant: Some(min),
                 quota: Default::default(),
+                final_unit: Default::default(),
             },
             Timestamp(T0),
         )
@@ -569,6 +571,7 @@ async fn edges(test_db: TestDb) {
             final_grant: false,
             expires_at: exp(600),
             quota: Default::default(),
+            final_unit: Default::default(),
         })
     );
     let c = l
@@ -588,6 +591,7 @@ async fn edges(test_db: TestDb) {
                 final_grant: false,
                 expires_at: exp(900),
                 quota: Default::default(),
+                final_unit: Default::default(),
             })),
             session_open: None
         })
@@ -663,6 +667,7 @@ async fn edges(test_db: TestDb) {
             final_grant: true,
             expires_at: exp(600),
             quota: Default::default(),
+            final_unit: Default::default(),
         })
     );
     let c = l
@@ -939,6 +944,7 @@ async fn edges(test_db: TestDb) {
             final_grant: false,
             expires_at: exp(30),
             quota: Default::default(),
+            final_unit: Default::default(),
         })
     );
     clock.advance_seconds(31);

@@ -42,6 +42,7 @@ async fn sigkill_loses_nothing(tdb: TestDb) {
             quantum: Some(10),
             min_grant: Some(1),
             quota: Default::default(),
+            final_unit: Default::default(),
         },
         SystemClock.now(),
     )

@@ -326,6 +326,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
                 final_grant: false,
                 expires_at: Timestamp(1_800_000_730_000),
                 quota: Default::default(),
+                final_unit: Default::default(),
             })),
             session_open: None,
         })),
@@ -361,6 +362,7 @@ async fn retransmissions_get_v1_answers(l: &dyn Ledger, now: Timestamp) {
             final_grant: false,
             expires_at: Timestamp(1_800_002_600_000),
             quota: Default::default(),
+            final_unit: Default::default(),
         })),
         "bob's CCR-I retransmitted"
     );

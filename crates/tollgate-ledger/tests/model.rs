@@ -328,6 +328,7 @@ async fn provision(db: &Database) {
                 quantum: Some(30),
                 min_grant: Some(5),
                 quota: Default::default(),
+                final_unit: Default::default(),
             },
             Timestamp(T0),
         )

@@ -69,6 +69,7 @@ async fn one_row_per_ccr(test_db: TestDb) {
             quantum: Some(60),
             min_grant: Some(1),
             quota: Default::default(),
+            final_unit: Default::default(),
         },
         now,
     )

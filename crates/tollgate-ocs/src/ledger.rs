@@ -10,7 +10,7 @@ use crate::clock::Timestamp;
 use crate::error::{LedgerError, Refusal};
 use crate::money::Money;
 use crate::subscription::SubscriptionId;
-use crate::tariff::{Price, QuotaPolicy, ServiceKey};
+use crate::tariff::{FinalUnitPolicy, Price, QuotaPolicy, ServiceKey};
 use crate::units::{UnitType, UsedUnits};
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ pub struct ReserveRequest {
 }
 
 /// A granted reservation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grant {
     /// Granted-Service-Unit, in the requested unit type.
     pub units: u64,
@@ -93,9 +93,13 @@ pub struct Grant {
     /// tariffs had them).
     #[serde(default, skip_serializing_if = "QuotaPolicy::is_empty")]
     pub quota: QuotaPolicy,
+    /// With `final_grant`: what the client does once it is used up (TERMINATE in answers
+    /// stored before tariffs chose).
+    #[serde(default, skip_serializing_if = "FinalUnitPolicy::is_terminate")]
+    pub final_unit: FinalUnitPolicy,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ReserveOutcome {
     Granted(Grant),
     Refused(Refusal),
@@ -144,7 +148,7 @@ pub struct CommitRequest {
     pub cdr: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Committed {
     /// Money posted for the used units.
     pub charged: Money,
@@ -162,7 +166,7 @@ pub struct Committed {
     pub session_open: Option<u32>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommitOutcome {
     Committed(Committed),
     Refused(Refusal),

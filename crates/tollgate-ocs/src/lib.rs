@@ -29,5 +29,5 @@ pub use error::{LedgerError, Refusal};
 pub use ledger::*;
 pub use money::{AmountError, Currency, Money};
 pub use subscription::{normalize_e164, SubscriptionId, SubscriptionType};
-pub use tariff::{tariff_contexts, Price, QuotaPolicy, ServiceKey, Tariff};
+pub use tariff::{tariff_contexts, FinalUnitPolicy, Price, QuotaPolicy, ServiceKey, Tariff};
 pub use units::{Octets, Seconds, ServiceUnits, UnitType, UsedUnits};

@@ -173,6 +173,53 @@ pub struct Tariff {
     pub min_grant: u64,
     /// How the client is to use up a grant; sent with every grant under this tariff.
     pub quota: QuotaPolicy,
+    /// What the client does once a final grant is used up (Final-Unit-Indication).
+    pub final_unit: FinalUnitPolicy,
+}
+
+/// What the client does when the final units are used up (RFC 4006 §5.6, §8.35): end the
+/// service, redirect it (to a top-up page), or restrict it to what a filter allows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "action")]
+pub enum FinalUnitPolicy {
+    /// Final-Unit-Action TERMINATE (0).
+    #[default]
+    Terminate,
+    /// REDIRECT (1) to `address`: a URL, a SIP URI, or an IPv4 or IPv6 address.
+    Redirect { address: String },
+    /// RESTRICT_ACCESS (2) to what the client's filter `filter_id` lets through.
+    RestrictAccess { filter_id: String },
+}
+
+impl FinalUnitPolicy {
+    pub fn is_terminate(&self) -> bool {
+        *self == FinalUnitPolicy::Terminate
+    }
+
+    /// Final-Unit-Action (RFC 4006 §8.35).
+    pub fn action(&self) -> i32 {
+        match self {
+            FinalUnitPolicy::Terminate => 0,
+            FinalUnitPolicy::Redirect { .. } => 1,
+            FinalUnitPolicy::RestrictAccess { .. } => 2,
+        }
+    }
+
+    /// Redirect-Address-Type (RFC 4006 §8.38) of a redirect address: IPv4 0, IPv6 1, URL 2,
+    /// SIP URI 3; None for anything else, which is refused when the tariff is set.
+    pub fn redirect_address_type(address: &str) -> Option<i32> {
+        if address.parse::<std::net::Ipv4Addr>().is_ok() {
+            Some(0)
+        } else if address.parse::<std::net::Ipv6Addr>().is_ok() {
+            Some(1)
+        } else if address.starts_with("sip:") || address.starts_with("sips:") {
+            Some(3)
+        } else if address.contains("://") {
+            Some(2)
+        } else {
+            None
+        }
+    }
 }
 
 /// How a client is to use up a grant (TS 32.299 §7.2: Time-, Volume- and
@@ -296,6 +343,7 @@ mod tests {
             quantum,
             min_grant,
             quota: QuotaPolicy::default(),
+            final_unit: FinalUnitPolicy::Terminate,
         }
     }
 

@@ -28,6 +28,7 @@ use crate::error::{LedgerError, Refusal};
 use crate::ledger::*;
 use crate::money::Money;
 use crate::subscription::SubscriptionId;
+use crate::tariff::FinalUnitPolicy;
 use crate::tariff::{GrantPlan, ServiceKey, Tariff};
 use crate::units::UnitType;
 use std::collections::{BTreeMap, HashMap};
@@ -125,6 +126,7 @@ pub fn choose_tariff(
             quantum: to_u64(t.quantum),
             min_grant: to_u64(t.min_grant),
             quota: t.quota,
+            final_unit: t.final_unit.clone(),
         })
 }
 
@@ -670,6 +672,11 @@ impl<'i> Engine<'i> {
             final_grant: plan.final_grant,
             expires_at,
             quota: tariff.quota,
+            final_unit: if plan.final_grant {
+                tariff.final_unit.clone()
+            } else {
+                FinalUnitPolicy::Terminate
+            },
         })))
     }
 
@@ -996,6 +1003,7 @@ mod tests {
             quantum: 60,
             min_grant: 1,
             quota: Default::default(),
+            final_unit: Default::default(),
         });
         s
     }

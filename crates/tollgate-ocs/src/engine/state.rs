@@ -143,6 +143,7 @@ pub struct TariffEntry {
     pub quantum: i64,
     pub min_grant: i64,
     pub quota: crate::tariff::QuotaPolicy,
+    pub final_unit: crate::tariff::FinalUnitPolicy,
 }
 
 /// A free allowance of units on an account.
