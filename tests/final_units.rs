@@ -35,26 +35,11 @@ async fn final_units(backend: Backend) {
     };
     // 0.30 EUR: at 0.02 EUR/s (RG 20) a 60 s request gets a final grant of 15 s.
     provision(&store, "0.30");
-    let tariff = |extra: &[&str]| {
-        let mut args = vec![
-            "tariff",
-            "set",
-            "--service-context",
-            "32260@3gpp.org",
-            "--rating-group",
-            "20",
-            "--unit",
-            "seconds",
-            "--price",
-            "0.02",
-            "--quantum",
-            "60",
-            "--min-grant",
-            "1",
-        ];
-        args.extend(extra);
-        store.run_ok(&args);
-    };
+    let rg20 = Tariff::new("32260@3gpp.org", "seconds", "0.02")
+        .rating_group(20)
+        .quantum(60)
+        .min_grant(1);
+    let tariff = |extra: &[&str]| store.set_tariff_with(&rg20, extra);
     tariff(&[
         "--final-unit-action",
         "redirect",

@@ -29,30 +29,23 @@ async fn quota_policy(backend: Backend) {
     };
     provision(&store, "10.00");
     // Rating group 20 gets the policy; the context-wide tariff (RG 10) has none.
-    store.run_ok(&[
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--rating-group",
-        "20",
-        "--unit",
-        "seconds",
-        "--price",
-        "0.02",
-        "--quantum",
-        "60",
-        "--min-grant",
-        "1",
-        "--quota-threshold",
-        "10",
-        "--quota-holding-time",
-        "30",
-        "--quota-consumption-time",
-        "5",
-        "--validity-time",
-        "30",
-    ]);
+    let rg20 = Tariff::new("32260@3gpp.org", "seconds", "0.02")
+        .rating_group(20)
+        .quantum(60)
+        .min_grant(1);
+    store.set_tariff_with(
+        &rg20,
+        &[
+            "--quota-threshold",
+            "10",
+            "--quota-holding-time",
+            "30",
+            "--quota-consumption-time",
+            "5",
+            "--validity-time",
+            "30",
+        ],
+    );
     let out = store.cli(&["tariff", "list", "--json"]);
     let list = String::from_utf8_lossy(&out.stdout);
     assert!(list.contains(r#""threshold":10"#), "{list}");

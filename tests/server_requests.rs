@@ -248,20 +248,11 @@ async fn run_triggers(backend: Backend) {
 
     // A new price for the service → RAR; the 20 s used so far are charged at the price they
     // were granted at (0.01), the rest at the new one (0.02).
-    let tariff = [
-        "tariff",
-        "set",
-        "--service-context",
-        "32260@3gpp.org",
-        "--unit",
-        "seconds",
-        "--price",
-        "0.02",
-        "--quantum",
-        "60",
-        "--min-grant",
-        "1",
-    ];
+    let new_price = Tariff::new("32260@3gpp.org", "seconds", "0.02")
+        .quantum(60)
+        .min_grant(1)
+        .args(&[]);
+    let tariff: Vec<&str> = new_price.iter().map(String::as_str).collect();
     let o = run_client(
         &store,
         &server,

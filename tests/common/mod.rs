@@ -448,6 +448,26 @@ impl<'a> Tariff<'a> {
             ..self
         }
     }
+
+    /// The `tollgate tariff set …` arguments for this tariff, then `extra`.
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        let mut args = vec!["tariff", "set", "--service-context", self.context]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>();
+        if let Some(rg) = self.rating_group {
+            args.extend(["--rating-group".into(), rg.to_string()]);
+        }
+        args.extend(["--unit", self.unit, "--price", self.price].map(String::from));
+        if let Some(q) = self.quantum {
+            args.extend(["--quantum".into(), q.to_string()]);
+        }
+        if let Some(m) = self.min_grant {
+            args.extend(["--min-grant".into(), m.to_string()]);
+        }
+        args.extend(extra.iter().map(|e| e.to_string()));
+        args
+    }
 }
 
 impl Store {
@@ -464,20 +484,13 @@ impl Store {
 
     /// `tollgate tariff set` for `tariff`; it must succeed.
     pub fn set_tariff(&self, tariff: &Tariff) {
-        let rating_group = tariff.rating_group.map(|rg| rg.to_string());
-        let quantum = tariff.quantum.map(|q| q.to_string());
-        let min_grant = tariff.min_grant.map(|m| m.to_string());
-        let mut args = vec!["tariff", "set", "--service-context", tariff.context];
-        if let Some(rg) = &rating_group {
-            args.extend(["--rating-group", rg]);
-        }
-        args.extend(["--unit", tariff.unit, "--price", tariff.price]);
-        if let Some(q) = &quantum {
-            args.extend(["--quantum", q]);
-        }
-        if let Some(m) = &min_grant {
-            args.extend(["--min-grant", m]);
-        }
+        self.set_tariff_with(tariff, &[]);
+    }
+
+    /// The same, with more flags (`--quota-threshold 10`, `--final-unit-action redirect` …).
+    pub fn set_tariff_with(&self, tariff: &Tariff, extra: &[&str]) {
+        let args = tariff.args(extra);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         self.run_ok(&args);
     }
 }
