@@ -541,13 +541,15 @@ impl Dictionary {
                 Some(ri) => {
                     let rule = &g.rules[ri];
                     counts[ri] = counts[ri].saturating_add(1);
-                    if rule.fixed && position != ri {
-                        return Err(ProtocolError::AvpNotAllowed {
+                    // One too many is 5009 even for a fixed AVP (a second Session-Id is a
+                    // repetition, RFC 6733 §7.1.5); a single one out of place is 5008.
+                    if rule.max.is_some_and(|max| u32::from(counts[ri]) > max) {
+                        return Err(ProtocolError::AvpOccursTooManyTimes {
                             avp: avp.to_owned(),
                         });
                     }
-                    if rule.max.is_some_and(|max| u32::from(counts[ri]) > max) {
-                        return Err(ProtocolError::AvpOccursTooManyTimes {
+                    if rule.fixed && position != ri {
+                        return Err(ProtocolError::AvpNotAllowed {
                             avp: avp.to_owned(),
                         });
                     }

@@ -6,8 +6,11 @@ use crate::header::HEADER_LEN;
 
 /// Looks at the start of a receive buffer. `Ok(None)`: not enough octets yet to know or to
 /// hold the message. `Ok(Some(n))`: the first `n` octets are one whole message. `Err`: the
-/// stream cannot be framed (length under 20 or over `max_len`); the transport should answer
-/// if it can and close, because the next frame's start is unknowable (§3, §7.1.5).
+/// stream cannot be framed (length under 20, not a multiple of 4, or over `max_len`); the
+/// transport should answer if it can and close, because the next frame's start is unknowable
+/// (§3: the length "is always a multiple of 4"; §7.1.5). Refusing a length that is not a
+/// multiple of 4 at once, rather than waiting for octets that may never come, keeps a broken
+/// peer from holding the connection open.
 pub fn check_frame(buf: &[u8], max_len: u32) -> Result<Option<usize>, ProtocolError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -23,6 +26,12 @@ pub fn check_frame(buf: &[u8], max_len: u32) -> Result<Option<usize>, ProtocolEr
         return Err(ProtocolError::MessageTooLarge {
             length,
             max: max_len,
+        });
+    }
+    if !length.is_multiple_of(4) {
+        return Err(ProtocolError::InvalidMessageLength {
+            length,
+            received: buf.len(),
         });
     }
     if buf.len() < length as usize {
@@ -44,6 +53,13 @@ mod tests {
         assert_eq!(check_frame(&m, 1024), Ok(Some(24)));
         m.extend_from_slice(&[9, 9]);
         assert_eq!(check_frame(&m, 1024), Ok(Some(24)));
+        assert_eq!(
+            check_frame(&[1, 0, 0, 26], 1024)
+                .unwrap_err()
+                .result_code()
+                .0,
+            5015
+        );
         assert_eq!(
             check_frame(&[1, 0, 0, 16], 1024)
                 .unwrap_err()

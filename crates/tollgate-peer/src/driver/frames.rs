@@ -67,11 +67,31 @@ impl PeerDriver {
         };
         let event = match decoded {
             Ok(m) => {
-                let is_cea = m.header.application == ApplicationId::COMMON
+                let base = m.header.application == ApplicationId::COMMON;
+                let is_cea = base
                     && m.header.command == CommandCode::CAPABILITIES_EXCHANGE
                     && !m.is_request();
                 let success = is_cea && self.read_cea(&m, &mut ctx);
-                let event = classify(conn, state, &m, success);
+                // A base request that breaks its grammar (a DWR without Origin-Host, a DPR
+                // without Disconnect-Cause) is not that request: for the machine it is a
+                // message, and Process answers it as RFC 6733 §7 says (5005, 5001 …).
+                let broken = match base && m.is_request() {
+                    true => self.node.dict.validate(&m, &self.node.limits.codec).err(),
+                    false => None,
+                };
+                let event = match broken {
+                    Some(e)
+                        if !(conn == Conn::Initiator
+                            && matches!(state, PeerState::WaitICea | PeerState::WaitReturns)) =>
+                    {
+                        ctx.invalid = Some(e);
+                        match conn {
+                            Conn::Initiator => PeerEvent::IRcvMessage,
+                            Conn::Responder => PeerEvent::RRcvMessage,
+                        }
+                    }
+                    _ => classify(conn, state, &m, success),
+                };
                 ctx.message = Some(m);
                 event
             }

@@ -87,6 +87,8 @@ struct Context {
     message: Option<Message>,
     /// A frame that did not decode, with why.
     undecodable: Option<(Bytes, DecodeError)>,
+    /// A base request that decoded but breaks its grammar, with why.
+    invalid: Option<tollgate_codec::ProtocolError>,
     /// An inbound connection waiting for R-Accept or R-Reject.
     inbound: Option<Inbound>,
     /// The accepted CER's capabilities and common applications, for Process-CER.
@@ -437,6 +439,14 @@ impl PeerDriver {
         let Some(link) = self.link(conn) else { return };
         if let Some((bytes, e)) = ctx.undecodable.take() {
             dispatch::answer_undecodable(&node, link, &bytes, e).await;
+        } else if let Some(e) = ctx.invalid.take() {
+            if let Some(msg) = ctx.message.take() {
+                node.stats
+                    .protocol_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let answer = base::error_answer(&node.local, &msg.header, Some(&msg), &e);
+                link.send(&answer).await;
+            }
         } else if let Some(msg) = ctx.message.take() {
             if msg.is_request() {
                 dispatch::dispatch_request(&node, &peer, link, msg).await;
