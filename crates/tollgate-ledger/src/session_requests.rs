@@ -232,7 +232,7 @@ pub async fn claim(
     let sql = format!(
         "UPDATE session_requests SET claimed_by = $1, claimed_until_ms = $2, \
          attempts = attempts + 1 WHERE id IN (SELECT id FROM session_requests \
-         WHERE state = 'queued' AND next_attempt_at_ms <= $3 \
+         WHERE state = 'queued' AND next_attempt_at_ms <= $3 AND attempts < {MAX_ATTEMPTS} \
          AND (claimed_until_ms IS NULL OR claimed_until_ms < $3) \
          AND lower(peer_host) IN ({}) ORDER BY id LIMIT $4{skip_locked}) \
          RETURNING id, kind, session_id, peer_host, reason, attempts",
