@@ -6,6 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -123,18 +124,7 @@ async fn termination_of_an_unknown_or_closed_session_gets_5002(backend: Backend)
     finish(client, server, store).await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-on_both_backends!(
+tests_on_both_stores!(
     usage_far_above_the_grant_is_charged_up_to_the_cap,
     parallel_updates_on_two_rating_groups,
     termination_of_an_unknown_or_closed_session_gets_5002,

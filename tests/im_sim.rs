@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+#[macro_use]
 mod common;
 
 use common::*;
@@ -775,18 +776,7 @@ async fn deferred_debit_retransmitted(backend: Backend) {
     store.drop_store().await;
 }
 
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
-        }
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
-        }
-    };
-}
-
-on_both_backends!(
+tests_on_both_stores!(
     one_to_one,
     one_to_one_reauthorised,
     one_to_one_aborted,

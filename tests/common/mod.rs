@@ -4,6 +4,21 @@
 //! with Tollgate's own peer layer as the client.
 #![allow(dead_code, clippy::unwrap_used)] // tests may unwrap: a panic is a failed test
 
+/// One `#[tokio::test]` per store for each named `async fn NAME(backend: Backend)` of the
+/// calling test file: `sqlite::NAME` and `postgres::NAME` (the latter skipped, or failed under
+/// TOLLGATE_TEST_REQUIRE_ALL, without a PostgreSQL). The file declares `#[macro_use] mod common;`.
+#[allow(unused_macros)]
+macro_rules! tests_on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Sqlite).await })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Backend::Postgres).await })*
+        }
+    };
+}
+
 use sqlx::{Connection, Executor};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

@@ -118,9 +118,9 @@ impl CreditControl {
         }
     }
 
+    /// Tcc under the server's own Validity-Time.
     fn expiry(&self) -> tollgate_ocs::Timestamp {
-        let tcc = i64::from(self.cfg.validity_time_s) * i64::from(self.cfg.tcc_factor.max(1));
-        self.clock.now().plus_seconds(tcc)
+        self.tcc().expiry(self.cfg.validity_time_s)
     }
 
     fn subscriber(&self, ccr: &Ccr) -> Result<SubscriptionId, Stop> {

@@ -533,33 +533,16 @@ pub async fn set_tariff(
 }
 
 pub async fn list_tariffs(db: &Database) -> Result<Vec<Tariff>, AdminError> {
-    let rows = sqlx::query("SELECT service_context, rating_group, service_id, unit, currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, quota_consumption_time_s, validity_time_s, final_unit_action, redirect_address, filter_id FROM tariffs ORDER BY service_context, rating_group, service_id, unit")
-        .fetch_all(&db.pool)
-        .await?;
-    let mut out = Vec::new();
+    let sql = concat!(
+        "SELECT ",
+        crate::rows::tariff_cols!(),
+        " FROM tariffs ORDER BY service_context, rating_group, service_id, unit"
+    );
+    let rows = sqlx::query(sql).fetch_all(&db.pool).await?;
+    let mut out = Vec::with_capacity(rows.len());
     for r in rows {
-        let unit: String = r.try_get("unit")?;
-        out.push(Tariff {
-            service: ServiceKey {
-                service_context: r.try_get("service_context")?,
-                rating_group: r
-                    .try_get::<Option<i64>, _>("rating_group")?
-                    .map(|v| v as u32),
-                service_id: r.try_get::<Option<i64>, _>("service_id")?.map(|v| v as u32),
-            },
-            unit: unit
-                .parse()
-                .map_err(|e: tollgate_ocs::units::UnknownUnit| AdminError::Input(e.to_string()))?,
-            currency: r.try_get("currency")?,
-            price: Price {
-                minor: r.try_get("price_minor")?,
-                per_units: r.try_get("price_per_units")?,
-            },
-            quantum: u64::try_from(r.try_get::<i64, _>("quantum")?).unwrap_or(0),
-            min_grant: u64::try_from(r.try_get::<i64, _>("min_grant")?).unwrap_or(0),
-            quota: crate::rows::quota_from_row(&r)?,
-            final_unit: crate::rows::final_unit_from_row(&r)?,
-        });
+        let entry = crate::rows::tariff_from_row(&r)?;
+        out.push(entry.priced_for(entry.service()));
     }
     Ok(out)
 }

@@ -34,12 +34,19 @@ macro_rules! credit_cols {
 }
 pub(crate) use credit_cols;
 
-/// The columns of a `tariffs` row as [`tariff_from_row`] reads them, in id order (ties between
-/// equally specific tariffs go to the first).
-pub(crate) const TARIFFS: &str = "SELECT service_context, rating_group, service_id, unit, \
-    currency, price_minor, price_per_units, quantum, min_grant, quota_threshold, \
-    quota_holding_time_s, quota_consumption_time_s, validity_time_s, final_unit_action, \
-    redirect_address, filter_id FROM tariffs ORDER BY id";
+/// The columns of a `tariffs` row as [`tariff_from_row`] reads them.
+macro_rules! tariff_cols {
+    () => {
+        "service_context, rating_group, service_id, unit, currency, price_minor, \
+         price_per_units, quantum, min_grant, quota_threshold, quota_holding_time_s, \
+         quota_consumption_time_s, validity_time_s, final_unit_action, redirect_address, \
+         filter_id"
+    };
+}
+pub(crate) use tariff_cols;
+
+/// Every tariff in id order (ties between equally specific tariffs go to the first).
+pub(crate) const TARIFFS: &str = concat!("SELECT ", tariff_cols!(), " FROM tariffs ORDER BY id");
 
 fn text<'r, R>(r: &'r R, col: &str) -> Result<String, sqlx::Error>
 where

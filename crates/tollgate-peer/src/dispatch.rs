@@ -35,6 +35,14 @@ pub(crate) async fn answer_undecodable(node: &Node, link: &Outlet, bytes: &Bytes
     link.send(&a).await;
 }
 
+/// Answers a request that breaks the rules (§7: the dictionary's grammar, an application not
+/// negotiated) with its error, and counts it.
+pub(crate) async fn answer_error(node: &Node, link: &Outlet, msg: &Message, e: &ProtocolError) {
+    node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
+    link.send(&base::error_answer(&node.local, &msg.header, Some(msg), e))
+        .await;
+}
+
 /// Delivers an answer to the request we sent; §6.2.1: one we did not ask for is dropped.
 pub(crate) fn deliver_answer(link: &Outlet, msg: Message) {
     if let Some(waiter) = lock(&link.pending).remove(&msg.header.hop_by_hop) {
@@ -52,9 +60,7 @@ pub(crate) async fn dispatch_request(
     node.stats.requests_received.fetch_add(1, Ordering::Relaxed);
     let h = msg.header;
     if let Err(e) = check_request(node, peer, link, &msg) {
-        node.stats.protocol_errors.fetch_add(1, Ordering::Relaxed);
-        link.send(&base::error_answer(&node.local, &h, Some(&msg), &e))
-            .await;
+        answer_error(node, link, &msg, &e).await;
         return;
     }
     if let Some(a) = route(node, &msg) {

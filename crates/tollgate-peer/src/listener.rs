@@ -144,7 +144,6 @@ impl Node {
             }
         };
         let verdict = self.process_cer(&cer, &caps);
-        link.out.common = verdict.clone().unwrap_or_default();
         self.deliver_inbound(Inbound {
             link,
             cer,

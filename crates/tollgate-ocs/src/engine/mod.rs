@@ -118,16 +118,7 @@ pub fn choose_tariff(
                 || (t.service_id.is_none() && t.rating_group.is_none())
         })
         .min_by_key(|(rank, t)| (*rank, t.service_id.is_none(), t.rating_group.is_none()))
-        .map(|(_, t)| Tariff {
-            service: service.clone(),
-            unit,
-            currency: t.currency.clone(),
-            price: t.price,
-            quantum: to_u64(t.quantum),
-            min_grant: to_u64(t.min_grant),
-            quota: t.quota,
-            final_unit: t.final_unit.clone(),
-        })
+        .map(|(_, t)| t.priced_for(service.clone()))
 }
 
 /// An allowance to draw on, with its units not yet held.

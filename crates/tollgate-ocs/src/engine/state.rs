@@ -5,7 +5,7 @@
 
 use crate::clock::Timestamp;
 use crate::subscription::SubscriptionId;
-use crate::tariff::{Price, ServiceKey};
+use crate::tariff::{Price, ServiceKey, Tariff};
 use crate::units::UnitType;
 use std::collections::HashMap;
 
@@ -144,6 +144,32 @@ pub struct TariffEntry {
     pub min_grant: i64,
     pub quota: crate::tariff::QuotaPolicy,
     pub final_unit: crate::tariff::FinalUnitPolicy,
+}
+
+impl TariffEntry {
+    /// The service key the row is stored under.
+    pub fn service(&self) -> ServiceKey {
+        ServiceKey {
+            service_context: self.service_context.clone(),
+            rating_group: self.rating_group.and_then(|v| u32::try_from(v).ok()),
+            service_id: self.service_id.and_then(|v| u32::try_from(v).ok()),
+        }
+    }
+
+    /// This row as the tariff that prices `service` (a request's key, which the row may
+    /// match less specifically; `choose_tariff`), or its own key for `tariff list`.
+    pub fn priced_for(&self, service: ServiceKey) -> Tariff {
+        Tariff {
+            service,
+            unit: self.unit,
+            currency: self.currency.clone(),
+            price: self.price,
+            quantum: super::plan::to_u64(self.quantum),
+            min_grant: super::plan::to_u64(self.min_grant),
+            quota: self.quota,
+            final_unit: self.final_unit.clone(),
+        }
+    }
 }
 
 /// A free allowance of units on an account.

@@ -10,13 +10,29 @@ use std::sync::Arc;
 use tollgate_codec::{ApplicationId, CommandCode, Message, ResultCode};
 use tracing::warn;
 
+/// Our CER is out on the initiator connection and its CEA is awaited (Wait-I-CEA,
+/// Wait-Returns): anything else arriving there is `I-Rcv-Non-CEA`.
+fn waiting_for_cea(conn: Conn, state: PeerState) -> bool {
+    conn == Conn::Initiator && matches!(state, PeerState::WaitICea | PeerState::WaitReturns)
+}
+
+/// The event of a frame the machine cannot take as a base message of its own (undecodable,
+/// or a base request that breaks its grammar): a message on `conn`, or not the awaited CEA.
+fn other_message(conn: Conn, state: PeerState) -> PeerEvent {
+    match (waiting_for_cea(conn, state), conn) {
+        (true, _) => PeerEvent::IRcvNonCea,
+        (false, Conn::Initiator) => PeerEvent::IRcvMessage,
+        (false, Conn::Responder) => PeerEvent::RRcvMessage,
+    }
+}
+
 /// The §5.6 event a decoded message on `conn` is, in `state`. A CEA's event carries its
 /// outcome, which only the driver can judge (see `read_cea`), so it is passed in.
 pub(crate) fn classify(conn: Conn, state: PeerState, m: &Message, cea_success: bool) -> PeerEvent {
     use CommandCode as C;
     use PeerEvent as E;
     let i = conn == Conn::Initiator;
-    let waiting_cea = i && matches!(state, PeerState::WaitICea | PeerState::WaitReturns);
+    let waiting_cea = waiting_for_cea(conn, state);
     let base = m.header.application == ApplicationId::COMMON;
     let (cmd, req) = (m.header.command, m.is_request());
     let is_cea = base && cmd == C::CAPABILITIES_EXCHANGE && !req;
@@ -80,17 +96,11 @@ impl PeerDriver {
                     false => None,
                 };
                 let event = match broken {
-                    Some(e)
-                        if !(conn == Conn::Initiator
-                            && matches!(state, PeerState::WaitICea | PeerState::WaitReturns)) =>
-                    {
+                    Some(e) => {
                         ctx.invalid = Some(e);
-                        match conn {
-                            Conn::Initiator => PeerEvent::IRcvMessage,
-                            Conn::Responder => PeerEvent::RRcvMessage,
-                        }
+                        other_message(conn, state)
                     }
-                    _ => classify(conn, state, &m, success),
+                    None => classify(conn, state, &m, success),
                 };
                 ctx.message = Some(m);
                 event
@@ -99,13 +109,7 @@ impl PeerDriver {
                 // Undecodable: for the machine, a message (or not the awaited CEA); the
                 // answer, if it was a request, is Process's (§7).
                 ctx.undecodable = Some((bytes, e));
-                let waiting_cea = conn == Conn::Initiator
-                    && matches!(state, PeerState::WaitICea | PeerState::WaitReturns);
-                match (waiting_cea, conn) {
-                    (true, _) => PeerEvent::IRcvNonCea,
-                    (false, Conn::Initiator) => PeerEvent::IRcvMessage,
-                    (false, Conn::Responder) => PeerEvent::RRcvMessage,
-                }
+                other_message(conn, state)
             }
         };
         self.step(event, ctx).await;

@@ -441,11 +441,7 @@ impl PeerDriver {
             dispatch::answer_undecodable(&node, link, &bytes, e).await;
         } else if let Some(e) = ctx.invalid.take() {
             if let Some(msg) = ctx.message.take() {
-                node.stats
-                    .protocol_errors
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let answer = base::error_answer(&node.local, &msg.header, Some(&msg), &e);
-                link.send(&answer).await;
+                dispatch::answer_error(&node, link, &msg, &e).await;
             }
         } else if let Some(msg) = ctx.message.take() {
             if msg.is_request() {
